@@ -1,0 +1,1 @@
+"""Redis: connection settings, the embedded local server, index schema and catalog."""

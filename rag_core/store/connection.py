@@ -1,0 +1,155 @@
+"""Redis connection settings that travel safely through a pipeline.
+
+Credentials are split out of the URL and kept in fields excluded from ``repr``,
+so pipeline display data, logs and error messages only ever see
+``safe_url`` (the URL without user info).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from rag_core.errors import ConfigError, RedisUnavailableError
+
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class RedisConnection:
+    """How to reach Redis. Build it with ``from_url`` or ``from_env``.
+
+    Example:
+        >>> conn = RedisConnection.from_url("redis://alice:s3cret@localhost:6379/0")
+        >>> conn.safe_url
+        'redis://localhost:6379/0'
+        >>> "s3cret" in repr(conn)
+        False
+    """
+
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = field(default=None, repr=False)
+    ssl_check_hostname: bool = True
+    socket_timeout: float = 30.0
+    connect_timeout: float = 5.0
+    max_retries: int = 5
+    backoff_base: float = 0.1
+    backoff_cap: float = 5.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in _SCHEMES:
+            raise ConfigError(
+                f"Redis URL must start with redis://, rediss:// or unix://, got {self.safe_url!r}"
+            )
+        if parts.username or parts.password:
+            raise ConfigError("Pass credentials through RedisConnection.from_url, not in url")
+        if self.max_retries < 0 or self.connect_timeout <= 0 or self.socket_timeout <= 0:
+            raise ConfigError("max_retries must be >= 0 and timeouts > 0")
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> "RedisConnection":
+        """Parse a Redis URL, moving any user info into the credential fields."""
+        parts = urlsplit(url.strip())
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        netloc = parts.hostname or ""
+        if parts.hostname and ":" in parts.hostname:  # IPv6 literal
+            netloc = f"[{parts.hostname}]"
+        if parts.port:
+            netloc = f"{netloc}:{parts.port}"
+        clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        kwargs: dict[str, Any] = {"url": clean, "username": username, "password": password}
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kwargs)
+
+    @classmethod
+    def from_env(
+        cls, url: str | None = None, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> "RedisConnection":
+        """``url`` (or ``REDIS_URL``) plus credentials and TLS files from the environment.
+
+        Reads ``REDIS_USERNAME``, ``REDIS_PASSWORD``, ``REDIS_SSL_CA_CERTS``,
+        ``REDIS_SSL_CERTFILE`` and ``REDIS_SSL_KEYFILE``; explicit arguments win.
+        """
+        env = os.environ if env is None else env
+        url = url or env.get("REDIS_URL")
+        if not url:
+            raise ConfigError("No Redis URL: pass --redis-url or set REDIS_URL")
+        conn = cls.from_url(url, **overrides)
+        fill = {
+            "username": env.get("REDIS_USERNAME"),
+            "password": env.get("REDIS_PASSWORD"),
+            "ssl_ca_certs": env.get("REDIS_SSL_CA_CERTS"),
+            "ssl_certfile": env.get("REDIS_SSL_CERTFILE"),
+            "ssl_keyfile": env.get("REDIS_SSL_KEYFILE"),
+        }
+        return replace(conn, **{k: v for k, v in fill.items() if v and getattr(conn, k) is None})
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without user info: the only form that may be logged."""
+        parts = urlsplit(self.url)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.url.startswith("rediss://")
+
+    def client(self, **kwargs: Any) -> "Any":
+        """A new redis-py client with bounded, backed-off retries on connection errors."""
+        import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        options: dict[str, Any] = {
+            "username": self.username,
+            "password": self.password,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "retry": Retry(ExponentialBackoff(cap=self.backoff_cap, base=self.backoff_base), self.max_retries),
+            "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+            "health_check_interval": 30,
+        }
+        if self.uses_tls:
+            options.update(
+                ssl_ca_certs=self.ssl_ca_certs,
+                ssl_certfile=self.ssl_certfile,
+                ssl_keyfile=self.ssl_keyfile,
+                ssl_check_hostname=self.ssl_check_hostname,
+            )
+        options.update(kwargs)
+        return redis.Redis.from_url(self.url, **options)
+
+    def check(self, client: Any | None = None) -> None:
+        """Ping once (fast, no long retry loop) and raise a clear error naming the URL."""
+        import redis
+
+        own = client is None
+        probe = client or self.client(retry=None, retry_on_error=None)
+        try:
+            probe.ping()
+        except redis.AuthenticationError as exc:
+            raise RedisUnavailableError(f"Redis at {self.safe_url} refused the credentials: {exc}") from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise RedisUnavailableError(
+                f"Cannot reach Redis at {self.safe_url}: {_redact(str(exc), self)}. "
+                "Start the local server with `beam-rag redis start`, or pass --redis-url / set REDIS_URL."
+            ) from None
+        finally:
+            if own:
+                probe.close()
+
+
+def _redact(text: str, conn: RedisConnection) -> str:
+    """Remove the password from a message, whatever produced it."""
+    if conn.password:
+        text = text.replace(conn.password, "***")
+    return text
