@@ -117,6 +117,8 @@ class RedisConnection:
             "retry": Retry(ExponentialBackoff(cap=self.backoff_cap, base=self.backoff_base), self.max_retries),
             "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
             "health_check_interval": 30,
+            # RESP2: search replies parse the same way everywhere (redis-py, redisvl).
+            "protocol": 2,
         }
         if self.uses_tls:
             options.update(

@@ -1,0 +1,232 @@
+"""The Redis vector writer, shaped like Beam's ``apache_beam.ml.rag.ingestion`` writers.
+
+``RedisVectorWriterConfig(...).create_write_transform()`` returns
+``Map(chunk_to_record) | ParDo(_WriteChunksFn)``: a pure converter (unit-tested
+without a server) and a DoFn with one client, pipelined batched HSETs flushed by
+count/bytes and in ``finish_bundle``, and bounded retries with backoff.
+The DoFn emits one ``WriteSummary`` per bundle so a later step can verify and
+publish the build once every write has landed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
+
+from rag_core.errors import ConfigError, RedisUnavailableError
+from rag_core.store.connection import RedisConnection
+from rag_core.store.schema import FieldKind, merge_field_kinds, metadata_field
+from rag_core.types import Chunk
+
+_LOG = logging.getLogger(__name__)
+
+Record = tuple[str, dict[str, Any]]
+
+# Delete the chunks a document no longer has: {prefix}{doc_id}#n, #n+1, ... while they exist.
+_DELETE_TAIL_LUA = """
+local n = tonumber(ARGV[2])
+local deleted = 0
+while redis.call('EXISTS', ARGV[1] .. n) == 1 do
+  redis.call('UNLINK', ARGV[1] .. n)
+  n = n + 1
+  deleted = deleted + 1
+end
+return deleted
+"""
+
+
+def field_kind(value: Any) -> FieldKind:
+    return "numeric" if isinstance(value, (int, float)) and not isinstance(value, bool) else "tag"
+
+
+def chunk_to_record(chunk: Chunk) -> Record:
+    """A chunk with its embedding → (chunk id, Redis hash mapping). Pure.
+
+    >>> from rag_core.types import Content, Embedding
+    >>> c = Chunk(content=Content(text="t"), id="d#0", index=0,
+    ...           metadata={"doc_id": "d", "text": "t", "metadata": {"lang": "en"}},
+    ...           embedding=Embedding(dense_embedding=[0.5, 0.25]))
+    >>> cid, rec = chunk_to_record(c)
+    >>> cid, rec["doc_id"], rec["md_lang"], len(rec["embedding"])
+    ('d#0', 'd', 'en', 8)
+    """
+    if chunk.embedding is None or not chunk.embedding.dense_embedding:
+        raise ValueError(f"chunk {chunk.id!r} has no dense embedding")
+    meta = chunk.metadata
+    user_meta: dict[str, Any] = dict(meta.get("metadata") or {})
+    record: dict[str, Any] = {
+        "text": meta.get("text", chunk.content.text or ""),
+        "title": meta.get("title", ""),
+        "url": meta.get("url", ""),
+        "doc_id": meta.get("doc_id", chunk.id.rsplit("#", 1)[0]),
+        "chunk_id": chunk.id,
+        "chunk_index": int(chunk.index),
+        "chunk_count": int(meta.get("chunk_count", 1)),
+        "content_hash": meta.get("content_hash", ""),
+        "metadata": json.dumps(user_meta, ensure_ascii=False, sort_keys=True),
+        "embedding": np.asarray(chunk.embedding.dense_embedding, dtype=np.float32).tobytes(),
+    }
+    for key, value in user_meta.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        record[metadata_field(key)] = value
+    return chunk.id, record
+
+
+@dataclass(frozen=True)
+class WriteSummary:
+    """What one bundle wrote: merged across bundles before publishing."""
+
+    chunks: int = 0
+    documents: int = 0
+    bytes: int = 0
+    metadata_fields: dict[str, FieldKind] = field(default_factory=dict)
+
+    def merge(self, other: "WriteSummary") -> "WriteSummary":
+        return WriteSummary(self.chunks + other.chunks, self.documents + other.documents,
+                            self.bytes + other.bytes,
+                            merge_field_kinds(self.metadata_fields, other.metadata_fields))
+
+
+class MergeSummaries(beam.CombineFn):
+    def create_accumulator(self) -> WriteSummary:
+        return WriteSummary()
+
+    def add_input(self, acc: WriteSummary, item: WriteSummary) -> WriteSummary:
+        return acc.merge(item)
+
+    def merge_accumulators(self, accs: Iterable[WriteSummary]) -> WriteSummary:
+        out = WriteSummary()
+        for a in accs:
+            out = out.merge(a)
+        return out
+
+    def extract_output(self, acc: WriteSummary) -> WriteSummary:
+        return acc
+
+
+@dataclass(frozen=True)
+class RedisVectorWriterConfig:
+    """Where and how to write chunk records.
+
+    Args:
+        connection: the Redis to write to.
+        key_prefix: prefix of every key (one index version's prefix).
+        mode: ``rebuild`` writes a fresh version; ``upsert`` also deletes a
+            document's chunks beyond its new chunk count.
+        batch_size / max_batch_bytes: flush thresholds of one pipelined round trip.
+        max_retries / backoff_s / max_backoff_s: bounded exponential backoff on
+            connection errors; each flush is idempotent, so it is safe to resend.
+    """
+
+    connection: RedisConnection
+    key_prefix: str
+    mode: Literal["rebuild", "upsert"] = "rebuild"
+    batch_size: int = 256
+    max_batch_bytes: int = 8 * 1024 * 1024
+    max_retries: int = 8
+    backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("rebuild", "upsert"):
+            raise ConfigError(f"--mode must be rebuild or upsert, got {self.mode!r}")
+        if self.batch_size < 1 or self.max_batch_bytes < 1024:
+            raise ConfigError("batch_size must be >= 1 and max_batch_bytes >= 1024")
+        if not self.key_prefix:
+            raise ConfigError("key_prefix must not be empty")
+
+    def create_write_transform(self) -> beam.PTransform:
+        return _WriteToRedis(self)
+
+
+class _WriteToRedis(beam.PTransform):
+    def __init__(self, config: RedisVectorWriterConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, chunks: beam.PCollection) -> beam.PCollection:
+        return (chunks
+                | "ToRecord" >> beam.Map(chunk_to_record)
+                | "WriteToRedis" >> beam.ParDo(_WriteChunksFn(self.config)))
+
+
+class _WriteChunksFn(beam.DoFn):
+    def __init__(self, config: RedisVectorWriterConfig):
+        self.config = config
+        self._chunks = Metrics.counter("beam_rag", "chunks_written")
+        self._retries = Metrics.counter("beam_rag", "redis_write_retries")
+
+    def setup(self) -> None:
+        # No client-level retries: the flush below retries the whole idempotent batch.
+        self._client = self.config.connection.client(retry=None, retry_on_error=None)
+        self._delete_tail = self._client.register_script(_DELETE_TAIL_LUA)
+
+    def start_bundle(self) -> None:
+        self._batch: list[Record] = []
+        self._batch_bytes = 0
+        self._summary = WriteSummary()
+
+    def process(self, element: Record) -> None:
+        _, record = element
+        self._batch.append(element)
+        self._batch_bytes += len(record["embedding"]) + len(record["text"]) * 2
+        if len(self._batch) >= self.config.batch_size or self._batch_bytes >= self.config.max_batch_bytes:
+            self._flush()
+
+    def finish_bundle(self) -> Iterable[Any]:
+        self._flush()
+        yield GlobalWindows.windowed_value(self._summary)
+
+    def teardown(self) -> None:
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.close()
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        import redis
+
+        cfg = self.config
+        delay = cfg.backoff_s
+        for attempt in range(cfg.max_retries + 1):
+            try:
+                pipe = self._client.pipeline(transaction=False)
+                for chunk_id, record in self._batch:
+                    pipe.hset(cfg.key_prefix + chunk_id, mapping=record)
+                    if cfg.mode == "upsert" and record["chunk_index"] == record["chunk_count"] - 1:
+                        self._delete_tail(args=[f"{cfg.key_prefix}{record['doc_id']}#", record["chunk_count"]],
+                                          client=pipe)
+                pipe.execute()
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == cfg.max_retries:
+                    raise RedisUnavailableError(
+                        f"Writing to Redis at {cfg.connection.safe_url} failed after {attempt + 1} attempts: "
+                        f"{type(exc).__name__}") from None
+                self._retries.inc()
+                _LOG.warning("Redis write failed (%s); retry %d/%d in %.1fs", type(exc).__name__,
+                             attempt + 1, cfg.max_retries, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, cfg.max_backoff_s)
+        kinds: dict[str, FieldKind] = {}
+        for _, record in self._batch:
+            for key, value in record.items():
+                if key.startswith("md_"):
+                    kinds = merge_field_kinds(kinds, {key[3:]: field_kind(value)})
+        self._summary = self._summary.merge(WriteSummary(
+            chunks=len(self._batch),
+            documents=sum(1 for _, r in self._batch if r["chunk_index"] == 0),
+            bytes=self._batch_bytes, metadata_fields=kinds))
+        self._chunks.inc(len(self._batch))
+        self._batch = []
+        self._batch_bytes = 0

@@ -1,0 +1,291 @@
+"""The knowledge-base catalog: versions of an index, the alias that serves one,
+and the publish / rollback / drop operations a scheduled rebuild relies on.
+
+State lives in Redis itself (one hash per alias, one JSON value per version),
+so any worker or CLI sees the same truth, and the alias switch is one atomic
+FT.ALIASUPDATE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from rag_core.errors import IndexNotFoundError, PublishRefusedError
+from rag_core.store.schema import (
+    KEY_ROOT, FieldKind, IndexLayout, VectorIndexSpec, catalog_key, merge_field_kinds,
+    metadata_field, schema_dict, validate_index_name,
+)
+
+_LOG = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """What the catalog knows about one index version."""
+
+    version: str
+    index: str
+    prefix: str
+    state: str  # building | ready
+    created_at: str
+    embedding: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    published_at: str | None = None
+    chunks: int | None = None
+    documents: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "VersionRecord":
+        return cls(**json.loads(raw))
+
+    def vector_spec(self) -> VectorIndexSpec:
+        return VectorIndexSpec(**self.spec)
+
+
+def ft_info(client: Any, index: str) -> dict[str, Any] | None:
+    """FT.INFO as a dict, or ``None`` when the index or alias does not exist."""
+    import redis
+
+    try:
+        return dict(client.ft(index).info())
+    except redis.ResponseError as exc:
+        text = str(exc).lower()
+        if "unknown index" in text or "no such index" in text or "not found" in text:
+            return None
+        raise
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class IndexCatalog:
+    """Versions and alias of one knowledge base. The caller owns ``client``."""
+
+    def __init__(self, client: Any, alias: str):
+        self.client = client
+        self.alias = validate_index_name(alias)
+        self._key = catalog_key(alias)
+
+    # -- reading -------------------------------------------------------------
+    def versions(self) -> list[VersionRecord]:
+        raw = self.client.hgetall(self._key)
+        records = [VersionRecord.from_json(v) for v in raw.values()]
+        return sorted(records, key=lambda r: r.version)
+
+    def get(self, version: str) -> VersionRecord | None:
+        raw = self.client.hget(self._key, version)
+        return VersionRecord.from_json(raw) if raw else None
+
+    def current_index(self) -> str | None:
+        info = ft_info(self.client, self.alias)
+        return _s(info["index_name"]) if info else None
+
+    def current(self) -> VersionRecord:
+        """The version the alias serves; ``IndexNotFoundError`` if there is none."""
+        index = self.current_index()
+        if index is None:
+            raise IndexNotFoundError(
+                f"Index {self.alias!r} does not exist: build it with `beam-rag ingest --index {self.alias} ...`"
+            )
+        record = self.get(IndexLayout.from_index_name(index).version)
+        if record is None:
+            raise IndexNotFoundError(f"Index {self.alias!r} points at {index!r}, which the catalog does not know")
+        return record
+
+    def info(self) -> dict[str, Any]:
+        """The ``beam-rag index info`` object."""
+        current = self.current()
+        stats = ft_info(self.client, current.index) or {}
+        return {
+            "alias": self.alias,
+            "index": current.index,
+            "version": current.version,
+            "num_docs": int(stats.get("num_docs", 0)),
+            "documents": current.documents,
+            "indexing": bool(int(float(stats.get("indexing", 0) or 0))),
+            "model": current.embedding.get("model"),
+            "dimension": current.embedding.get("dimension"),
+            "embedding": current.embedding,
+            "index_type": current.spec.get("algorithm"),
+            "metadata_fields": current.spec.get("metadata_fields", {}),
+            "published_at": current.published_at,
+            "versions": [
+                {"version": r.version, "index": r.index, "state": r.state, "chunks": r.chunks,
+                 "created_at": r.created_at, "published_at": r.published_at,
+                 "current": r.index == current.index}
+                for r in self.versions()
+            ],
+        }
+
+    @staticmethod
+    def list_aliases(client: Any) -> list[str]:
+        prefix = f"{KEY_ROOT}:catalog:"
+        names = {_s(k)[len(prefix):] for k in client.scan_iter(match=prefix + "*", count=500)}
+        return sorted(names)
+
+    # -- building ------------------------------------------------------------
+    def register_build(self, layout: IndexLayout, embedding: dict[str, Any], spec: VectorIndexSpec) -> VersionRecord:
+        record = VersionRecord(version=layout.version, index=layout.index_name, prefix=layout.prefix,
+                               state="building", created_at=_now(), embedding=embedding,
+                               spec=asdict(spec))
+        self.client.hset(self._key, layout.version, record.to_json())
+        return record
+
+    def _save(self, record: VersionRecord) -> None:
+        self.client.hset(self._key, record.version, record.to_json())
+
+    def ensure_index(self, record: VersionRecord, metadata_fields: dict[str, FieldKind]) -> VersionRecord:
+        """Create the version's FT index, or add newly seen metadata fields to it."""
+        from redisvl.index import SearchIndex
+        from redisvl.schema import IndexSchema
+
+        layout = IndexLayout(self.alias, record.version)
+        spec = record.vector_spec()
+        merged = merge_field_kinds(spec.metadata_fields, metadata_fields)
+        new_spec = replace(spec, metadata_fields=merged)
+        if ft_info(self.client, layout.index_name) is None:
+            schema = IndexSchema.from_dict(schema_dict(layout, new_spec))
+            SearchIndex(schema, redis_client=self.client).create(overwrite=False)
+        else:
+            for key, kind in sorted(merged.items()):
+                if key not in spec.metadata_fields:
+                    args: list[Any] = [metadata_field(key), kind.upper()]
+                    if kind == "tag":
+                        args += ["SEPARATOR", "\x1f", "CASESENSITIVE"]
+                    self.client.execute_command("FT.ALTER", layout.index_name, "SCHEMA", "ADD", *args)
+        record = replace(record, spec=asdict(new_spec))
+        self._save(record)
+        return record
+
+    def wait_indexed(self, index: str, expected: int, timeout_s: float = 600.0) -> int:
+        """Block until Redis has indexed every key; returns the searchable count."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.05
+        while True:
+            info = ft_info(self.client, index) or {}
+            num_docs = int(info.get("num_docs", 0))
+            indexing = int(float(info.get("indexing", 0) or 0))
+            pct = float(info.get("percent_indexed", 1) or 0)
+            if not indexing and pct >= 1.0 and num_docs >= expected:
+                return num_docs
+            if time.monotonic() > deadline:
+                return num_docs
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def publish(self, version: str, written: int, documents: int, metadata_fields: dict[str, FieldKind],
+                max_shrink: float = 0.5, keep_versions: int = 1, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Index, verify and atomically serve a finished rebuild, then prune old versions.
+
+        Any refusal leaves the alias on the last complete version and removes the
+        refused build's keys.
+        """
+        record = self.get(version)
+        if record is None:
+            raise PublishRefusedError(f"Version {version!r} of {self.alias!r} was never registered")
+        try:
+            if written <= 0:
+                raise PublishRefusedError(
+                    f"Refusing to publish an empty build of {self.alias!r}: no chunks were written "
+                    "(check the input path and the dead-letter output)")
+            record = self.ensure_index(record, metadata_fields)
+            searchable = self.wait_indexed(record.index, written, timeout_s)
+            if searchable != written:
+                raise PublishRefusedError(
+                    f"Build {record.index} is incomplete: {searchable} chunks searchable, {written} written")
+            previous = self.current_index()
+            if previous is not None:
+                prev_docs = int((ft_info(self.client, previous) or {}).get("num_docs", 0))
+                if prev_docs and searchable < prev_docs * (1.0 - max_shrink):
+                    raise PublishRefusedError(
+                        f"Refusing to publish {record.index}: it has {searchable} chunks, the live version "
+                        f"has {prev_docs} (shrank by more than --max-shrink {max_shrink:.0%}); "
+                        "rerun with a larger --max-shrink if this is intended")
+        except PublishRefusedError:
+            self.drop_version(version)
+            raise
+        self.client.ft(record.index).aliasupdate(self.alias)
+        record = replace(record, state="ready", published_at=_now(), chunks=searchable, documents=documents)
+        self._save(record)
+        dropped = self.prune(keep_versions, current=record.version)
+        _LOG.info("Published %s as %s (%d chunks); dropped %s", record.index, self.alias, searchable, dropped)
+        return {"alias": self.alias, "index": record.index, "chunks": searchable, "documents": documents,
+                "previous": previous, "dropped": dropped}
+
+    def record_upsert(self, version: str, documents: int) -> dict[str, Any]:
+        """After an upsert into the live version: refresh its counts."""
+        record = self.get(version)
+        if record is None:
+            raise IndexNotFoundError(f"Version {version!r} of {self.alias!r} is not in the catalog")
+        num_docs = int((ft_info(self.client, record.index) or {}).get("num_docs", 0))
+        self._save(replace(record, chunks=num_docs))
+        return {"alias": self.alias, "index": record.index, "chunks": num_docs, "documents": documents}
+
+    # -- maintenance ---------------------------------------------------------
+    def prune(self, keep_versions: int, current: str) -> list[str]:
+        """Drop ready versions beyond ``keep_versions`` older ones, and abandoned builds
+        that started before ``current``."""
+        dropped: list[str] = []
+        older_ready = [r for r in self.versions() if r.state == "ready" and r.version < current]
+        keep = {r.version for r in older_ready[-keep_versions:]} if keep_versions > 0 else set()
+        for r in self.versions():
+            if r.version == current or r.version in keep:
+                continue
+            if r.state == "ready" or r.version < current:
+                self.drop_version(r.version)
+                dropped.append(r.version)
+        return dropped
+
+    def drop_version(self, version: str) -> None:
+        """Drop a version's FT index and every key under its prefix (batched UNLINK)."""
+        layout = IndexLayout(self.alias, version)
+        if layout.index_name == self.current_index():
+            raise PublishRefusedError(f"{layout.index_name} is live; roll back or drop the whole index instead")
+        if ft_info(self.client, layout.index_name) is not None:
+            self.client.execute_command("FT.DROPINDEX", layout.index_name)
+        batch: list[Any] = []
+        for key in self.client.scan_iter(match=layout.prefix + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                self.client.unlink(*batch)
+                batch = []
+        if batch:
+            self.client.unlink(*batch)
+        self.client.hdel(self._key, version)
+
+    def rollback(self) -> dict[str, Any]:
+        """Point the alias at the newest ready version older than the live one."""
+        current = self.current()
+        older = [r for r in self.versions() if r.state == "ready" and r.version < current.version
+                 and ft_info(self.client, r.index) is not None]
+        if not older:
+            raise IndexNotFoundError(f"No earlier version of {self.alias!r} is kept to roll back to "
+                                     "(see --keep-versions)")
+        target = older[-1]
+        self.client.ft(target.index).aliasupdate(self.alias)
+        return {"alias": self.alias, "index": target.index, "previous": current.index}
+
+    def drop(self) -> dict[str, Any]:
+        """Remove the alias and every version of this knowledge base."""
+        versions = self.versions()
+        if ft_info(self.client, self.alias) is not None:
+            self.client.ft(self.alias).aliasdel(self.alias)
+        for r in versions:
+            self.drop_version(r.version)
+        self.client.delete(self._key)
+        if not versions:
+            raise IndexNotFoundError(f"Index {self.alias!r} does not exist")
+        return {"alias": self.alias, "dropped": [r.version for r in versions]}

@@ -1,0 +1,158 @@
+"""Index names, versions, key layout and the redisvl schema of a chunk index.
+
+A knowledge base is an alias (the name users type) over versioned indexes
+(``{alias}__{version}``), each with its own key prefix, so a rebuild never
+touches the version being served.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from rag_core.errors import ConfigError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+VERSION_PATTERN = re.compile(r"^v\d{8}t\d{12}$")
+KEY_ROOT = "beamrag"
+# TAG separator: a control character that cleaned text never contains, so
+# commas, pipes and spaces inside ids and metadata values stay literal.
+TAG_SEPARATOR = "\x1f"
+META_PREFIX = "md_"
+
+Algorithm = Literal["hnsw", "flat"]
+FieldKind = Literal["tag", "numeric"]
+
+
+def validate_index_name(name: str) -> str:
+    """Index and alias names: a letter, then letters, digits, ``_`` or ``-`` (max 64).
+
+    They end up in key prefixes and FT.* commands, so nothing else is allowed.
+
+    >>> validate_index_name("docs_v2")
+    'docs_v2'
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"Invalid index name {name!r}: use a letter, then letters, digits, '_' or '-' "
+            "(at most 64 characters)"
+        )
+    if "__" in name:
+        raise ConfigError(f"Invalid index name {name!r}: '__' is reserved for version names")
+    return name
+
+
+def new_version_id(now: datetime | None = None) -> str:
+    """A sortable version id from the UTC clock, e.g. ``v20261125t101500123456``."""
+    now = now or datetime.now(timezone.utc)
+    return "v" + now.strftime("%Y%m%dt%H%M%S%f")
+
+
+@dataclass(frozen=True)
+class IndexLayout:
+    """Where one version of a knowledge base lives in Redis."""
+
+    alias: str
+    version: str
+
+    def __post_init__(self) -> None:
+        validate_index_name(self.alias)
+        if not VERSION_PATTERN.match(self.version):
+            raise ConfigError(f"Invalid index version {self.version!r}")
+
+    @classmethod
+    def from_index_name(cls, index_name: str) -> "IndexLayout":
+        alias, sep, version = index_name.rpartition("__")
+        if not sep:
+            raise ConfigError(f"{index_name!r} is not a versioned index name")
+        return cls(alias, version)
+
+    @property
+    def index_name(self) -> str:
+        return f"{self.alias}__{self.version}"
+
+    @property
+    def prefix(self) -> str:
+        return f"{KEY_ROOT}:{self.alias}:{self.version}:"
+
+    def key(self, chunk_id: str) -> str:
+        return self.prefix + chunk_id
+
+
+def catalog_key(alias: str) -> str:
+    """The hash that records every version of ``alias`` (one JSON value per version)."""
+    return f"{KEY_ROOT}:catalog:{validate_index_name(alias)}"
+
+
+def metadata_field(key: str) -> str:
+    """Hash field (and schema field) that holds metadata ``key``."""
+    return META_PREFIX + key
+
+
+@dataclass(frozen=True)
+class VectorIndexSpec:
+    """Everything FT.CREATE needs besides names."""
+
+    dim: int
+    algorithm: Algorithm = "hnsw"
+    distance: Literal["cosine", "ip", "l2"] = "cosine"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    hnsw_ef_runtime: int = 10
+    metadata_fields: dict[str, FieldKind] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dim <= 0:
+            raise ConfigError(f"vector dimension must be positive, got {self.dim}")
+        if self.algorithm not in ("hnsw", "flat"):
+            raise ConfigError(f"--index-type must be hnsw or flat, got {self.algorithm!r}")
+        if self.distance not in ("cosine", "ip", "l2"):
+            raise ConfigError(f"distance must be cosine, ip or l2, got {self.distance!r}")
+        for kind in self.metadata_fields.values():
+            if kind not in ("tag", "numeric"):
+                raise ConfigError(f"metadata field kind must be tag or numeric, got {kind!r}")
+
+
+def schema_dict(layout: IndexLayout, spec: VectorIndexSpec) -> dict[str, Any]:
+    """The redisvl schema (``IndexSchema.from_dict``) of one index version."""
+    vector_attrs: dict[str, Any] = {
+        "dims": spec.dim,
+        "algorithm": spec.algorithm,
+        "distance_metric": spec.distance,
+        "datatype": "float32",
+    }
+    if spec.algorithm == "hnsw":
+        vector_attrs.update(m=spec.hnsw_m, ef_construction=spec.hnsw_ef_construction,
+                            ef_runtime=spec.hnsw_ef_runtime)
+    tag = {"separator": TAG_SEPARATOR, "case_sensitive": True}
+    fields: list[dict[str, Any]] = [
+        {"name": "text", "type": "text"},
+        {"name": "title", "type": "text", "attrs": {"weight": 2.0}},
+        {"name": "doc_id", "type": "tag", "attrs": tag},
+        {"name": "chunk_id", "type": "tag", "attrs": tag},
+        {"name": "content_hash", "type": "tag", "attrs": tag},
+        {"name": "chunk_index", "type": "numeric"},
+        {"name": "embedding", "type": "vector", "attrs": vector_attrs},
+    ]
+    for key, kind in sorted(spec.metadata_fields.items()):
+        fields.append({"name": metadata_field(key), "type": kind,
+                       **({"attrs": tag} if kind == "tag" else {})})
+    return {
+        "index": {"name": layout.index_name, "prefix": layout.prefix, "key_separator": ":",
+                  "storage_type": "hash"},
+        "fields": fields,
+    }
+
+
+def merge_field_kinds(a: dict[str, FieldKind], b: dict[str, FieldKind]) -> dict[str, FieldKind]:
+    """Combine metadata field kinds seen in two places: a key seen as text anywhere is a tag.
+
+    >>> merge_field_kinds({"year": "numeric"}, {"year": "tag", "lang": "tag"})
+    {'year': 'tag', 'lang': 'tag'}
+    """
+    out = dict(a)
+    for key, kind in b.items():
+        out[key] = "tag" if out.get(key, kind) == "tag" or kind == "tag" else "numeric"
+    return out

@@ -1,0 +1,92 @@
+import random
+
+import pytest
+
+from rag_core.chunking import Chunker, ChunkingConfig, content_hash, embedding_input, plan_chunks
+from rag_core.errors import ConfigError
+from rag_core.types import Document
+
+
+def word_spans(texts):
+    """A whitespace 'tokenizer': one token per word, with character offsets."""
+    out = []
+    for text in texts:
+        spans, pos = [], 0
+        for word in text.split():
+            start = text.index(word, pos)
+            spans.append((start, start + len(word)))
+            pos = start + len(word)
+        out.append(spans)
+    return out
+
+
+def words(n, seed=0):
+    rng = random.Random(seed)
+    return " ".join(rng.choice(["alpha", "beta", "gamma", "delta"]) for _ in range(n))
+
+
+class TestPlanChunks:
+    def test_short_text_is_one_chunk(self):
+        spans = plan_chunks("One sentence. Two sentences.", word_spans, budget=50, overlap=5)
+        assert len(spans) == 1 and spans[0].tokens == 4
+
+    @pytest.mark.parametrize("seed", range(20))
+    def test_never_over_budget_and_covers_every_word(self, seed):
+        rng = random.Random(seed)
+        sentences = [words(rng.randint(1, 40), seed + i) + rng.choice([".", "!", "?"]) for i in range(30)]
+        text = ""
+        for s in sentences:
+            text += s + rng.choice([" ", "\n\n", "  "])
+        budget, overlap = rng.randint(10, 60), rng.randint(0, 4)
+        spans = plan_chunks(text, word_spans, budget, overlap)
+        assert all(s.tokens <= budget for s in spans)
+        assert all(len(text[s.start:s.end].split()) <= budget for s in spans)
+        covered = set()
+        for s in spans:
+            covered.update(range(s.start, s.end))
+        assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())
+        assert [s.start for s in spans] == sorted(s.start for s in spans)
+
+    def test_sentence_boundaries_are_respected(self):
+        text = "First sentence here. Second one is here. Third sentence ends."
+        spans = plan_chunks(text, word_spans, budget=7, overlap=0)
+        pieces = [text[s.start:s.end] for s in spans]
+        assert pieces == ["First sentence here. Second one is here.", "Third sentence ends."]
+
+    def test_overlap_repeats_trailing_sentence(self):
+        text = "A b c. D e f. G h i. J k l."
+        spans = plan_chunks(text, word_spans, budget=6, overlap=3)
+        pieces = [text[s.start:s.end] for s in spans]
+        assert pieces[0] == "A b c. D e f." and pieces[1].startswith("D e f.")
+
+    def test_paragraph_preferred_as_break(self):
+        text = "A b c d e. F g h.\n\nNew para i j k l."
+        spans = plan_chunks(text, word_spans, budget=12, overlap=0)
+        assert text[spans[1].start:spans[1].end].startswith("New para")
+
+
+class TestChunker:
+    def test_ids_hash_and_metadata(self):
+        chunker = Chunker(word_spans, ChunkingConfig(max_tokens=16, overlap_tokens=0))
+        doc = Document(id="doc/1", text=". ".join(words(5, i) for i in range(6)) + ".", title="My title",
+                       metadata={"lang": "en"})
+        chunks = chunker(doc)
+        assert [c.id for c in chunks] == [f"doc/1#{i}" for i in range(len(chunks))]
+        assert len(chunks) > 1
+        for c in chunks:
+            assert c.metadata["chunk_count"] == len(chunks)
+            assert c.metadata["metadata"] == {"lang": "en"}
+            assert c.content.text == embedding_input("My title", c.metadata["text"])
+            assert c.metadata["content_hash"] == content_hash("My title", c.metadata["text"])
+            assert c.metadata["tokens"] <= 16
+
+    def test_deterministic(self):
+        chunker = Chunker(word_spans, ChunkingConfig(max_tokens=16, overlap_tokens=2))
+        doc = Document(id="d", text=words(200) + ".")
+        assert [(c.id, c.metadata["content_hash"]) for c in chunker(doc)] == \
+               [(c.id, c.metadata["content_hash"]) for c in chunker(doc)]
+
+    @pytest.mark.parametrize("kwargs", [{"max_tokens": 8}, {"overlap_tokens": 200}, {"overlap_tokens": -1}])
+    def test_invalid_config(self, kwargs):
+        with pytest.raises(ConfigError):
+            ChunkingConfig(**kwargs)
