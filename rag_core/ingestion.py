@@ -167,7 +167,7 @@ class _WriteChunksFn(beam.DoFn):
 
     def setup(self) -> None:
         # No client-level retries: the flush below retries the whole idempotent batch.
-        self._client = self.config.connection.client(retry=None, retry_on_error=None)
+        self._client = self.config.connection.client(retry=False)
         self._delete_tail = self._client.register_script(_DELETE_TAIL_LUA)
 
     def start_bundle(self) -> None:

@@ -71,4 +71,4 @@ def redis_client(redis_conn: RedisConnection) -> Iterator[Any]:
 def index_name(request: pytest.FixtureRequest) -> str:
     """Unique per test, so tests sharing the session server never see each other's data."""
     stem = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9]", "_", request.node.name[:20]))
-    return f"t_{stem}_{uuid4().hex[:8]}"
+    return f"t_{stem.strip('_')}_{uuid4().hex[:8]}"

@@ -103,10 +103,14 @@ class RedisConnection:
     def uses_tls(self) -> bool:
         return self.url.startswith("rediss://")
 
-    def client(self, **kwargs: Any) -> "Any":
-        """A new redis-py client with bounded, backed-off retries on connection errors."""
+    def client(self, retry: bool = True, **kwargs: Any) -> "Any":
+        """A new redis-py client with bounded, backed-off retries on connection errors.
+
+        ``retry=False`` for callers that retry whole idempotent batches themselves
+        (the writer) or must fail fast (``check``).
+        """
         import redis
-        from redis.backoff import ExponentialBackoff
+        from redis.backoff import ExponentialBackoff, NoBackoff
         from redis.retry import Retry
 
         options: dict[str, Any] = {
@@ -114,8 +118,9 @@ class RedisConnection:
             "password": self.password,
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.connect_timeout,
-            "retry": Retry(ExponentialBackoff(cap=self.backoff_cap, base=self.backoff_base), self.max_retries),
-            "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+            "retry": (Retry(ExponentialBackoff(cap=self.backoff_cap, base=self.backoff_base), self.max_retries)
+                      if retry else Retry(NoBackoff(), 0)),
+            "retry_on_error": [redis.ConnectionError, redis.TimeoutError] if retry else [],
             "health_check_interval": 30,
             # RESP2: search replies parse the same way everywhere (redis-py, redisvl).
             "protocol": 2,
@@ -135,7 +140,7 @@ class RedisConnection:
         import redis
 
         own = client is None
-        probe = client or self.client(retry=None, retry_on_error=None)
+        probe = client or self.client(retry=False)
         try:
             probe.ping()
         except redis.AuthenticationError as exc:

