@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from rag_core.chunking import Chunker, ChunkingConfig, hf_token_spans
 from rag_core.documents import DEFAULT_MAX_DOC_BYTES, FieldMap
-from rag_core.embeddings import EmbeddingConfig, embedding_dimension, embedding_transform, resolve_embedding_model
+from rag_core.embeddings import EmbeddingConfig, embedding_transform, resolve_embedding_model
 from rag_core.errors import ConfigError, ModelMismatchError
 from rag_core.ingestion import MergeSummaries, RedisVectorWriterConfig, WriteSummary
 from rag_core.readers import DEAD_LETTER, FORMATS, DeduplicateById, ReadDocuments
@@ -39,8 +39,10 @@ _LOG = logging.getLogger(__name__)
 class IngestOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: Any) -> None:
-        parser.add_argument("--input", required=True, help="file path or glob, local or gs://")
-        parser.add_argument("--index", required=True, help="knowledge-base name (the alias queries use)")
+        # Not required=True: Beam parses every registered options class for every
+        # pipeline, so a required flag here would break `query` in the same process.
+        parser.add_argument("--input", default=None, help="file path or glob, local or gs:// (required)")
+        parser.add_argument("--index", default=None, help="knowledge-base name, the alias queries use (required)")
         parser.add_argument("--format", default="auto", choices=list(FORMATS))
         parser.add_argument("--mode", default="rebuild", choices=["rebuild", "upsert"])
         parser.add_argument("--dead-letter", dest="dead_letter", default=None,
@@ -143,6 +145,9 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
     from apache_beam.io.filesystems import FileSystems
 
     opts = options.view_as(IngestOptions)
+    missing = [flag for flag, value in (("--input", opts.input), ("--index", opts.index)) if not value]
+    if missing:
+        raise ConfigError(f"beam-rag ingest needs {' and '.join(missing)}")
     alias = validate_index_name(opts.index)
     if opts.max_shrink < 0 or opts.max_shrink > 1:
         raise ConfigError("--max-shrink must be between 0 and 1")
@@ -160,7 +165,7 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
         connection.check(client)
         catalog = IndexCatalog(client, alias)
         live = catalog.current_index()
-        described = dict(embedding.describe(), dimension=embedding_dimension(embedding))
+        described = embedding.describe()
         if opts.mode == "upsert" and live is not None:
             record = catalog.current()
             ensure_compatible(record.embedding, described, alias)
