@@ -1,0 +1,310 @@
+"""RedisVectorSearchHandler against an index built by the real ingest pipeline
+(real Redis, the packaged MiniLM, DirectRunner)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.enrichment import Enrichment
+
+from pipelines import ingest
+from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer
+from rag_core.enrichment import (
+    ENRICHMENT_KEY, RETRIEVAL_KEY, IndexTarget, RedisSearchConfig, RedisVectorSearchHandler, join_hits,
+)
+from rag_core.errors import ConfigError, IndexNotFoundError, ModelMismatchError, RedisUnavailableError
+from rag_core.store.catalog import IndexCatalog, VersionRecord
+from rag_core.store.connection import RedisConnection
+from rag_core.types import Chunk, Content, Embedding
+
+FACTS = [
+    {"id": "zorb", "title": "Zorbania", "text": "The capital of Zorbania is Quillport, a harbour city.",
+     "metadata": {"region": "north", "year": 2001}},
+    {"id": "bees", "title": "Bees", "text": "Honey bees communicate the location of flowers with a waggle dance.",
+     "metadata": {"region": "south", "year": 1999}},
+    {"id": "rust", "title": "Iron", "text": "Iron rusts when it reacts with oxygen and water over time.",
+     "metadata": {"region": "north", "year": 2010}},
+    {"id": "tides", "title": "Tides", "text": "Ocean tides are caused mainly by the gravitational pull of the Moon.",
+     "metadata": {"region": "west", "year": 1985}},
+]
+
+# Tag values that change a RediSearch query if any character is not escaped, plus
+# whitespace, unicode and case variants. Each is stored on exactly one document.
+HOSTILE = [
+    "a|b", "a", "b", "*", "@x:{y}", "}", "{", "\\", "a b", "a  b", "a-b", "-a", "a,b", "a.b", "a\tb", "a\nb",
+    "a`b", "$vector", "=>[KNN 1 @embedding $vector]", "(x)", "[x]", '"q"', "'s'", "a:b", "a;b", "a!b", "a#b",
+    "a^b", "a&b", "a+b", "a=b", "a/b", "a?b", "a<b>", "x*", "%x%", "~a", "{a|b}", "\\|", "' OR 1=1 --", "A",
+    "héllo wörld", "日本語", "😀", "a\u00a0b", "a\u3000b", "\u200b", "ab\u2028c", " padded ",
+]
+HOSTILE_DOC_IDS = ["guide#1 (v2)|x", "@doc_id:{*}", "dash-id"]
+
+
+def _filler(i: int) -> str:
+    return f"Filler note number {i} about nothing in particular, kept for metadata filter tests."
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rows: list[dict[str, Any]] = list(FACTS)
+    rows += [{"id": f"h{i}", "title": f"Hostile {i}", "text": _filler(i), "metadata": {"label": v, "rank": i}}
+             for i, v in enumerate(HOSTILE)]
+    rows += [{"id": d, "title": "Odd id", "text": f"A document with an unusual id {n}."}
+             for n, d in enumerate(HOSTILE_DOC_IDS)]
+    path = tmp_path_factory.mktemp("enrichment") / "docs.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def alias(redis_url: str, corpus: Path) -> str:
+    name = f"t_enrich_{int(time.time() * 1000) % 10**9}"
+    summary = ingest.run(["--input", str(corpus), "--index", name, "--redis-url", redis_url])
+    assert summary["documents_indexed"] == len(FACTS) + len(HOSTILE) + len(HOSTILE_DOC_IDS)
+    return name
+
+
+@pytest.fixture(scope="module")
+def record(redis_conn: RedisConnection, alias: str) -> VersionRecord:
+    client = redis_conn.client()
+    try:
+        return IndexCatalog(client, alias).current()
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def embedder(record: VersionRecord) -> Any:
+    config = EmbeddingConfig.from_description(record.embedding)
+    model = load_sentence_transformer(config)
+    return lambda texts: embed_texts(model, texts, config)
+
+
+@pytest.fixture(scope="module")
+def handler(redis_conn: RedisConnection, alias: str) -> Iterator[RedisVectorSearchHandler]:
+    with RedisVectorSearchHandler(RedisSearchConfig(redis_conn, alias, top_k=3)) as entered:
+        yield entered
+
+
+@pytest.fixture(scope="module")
+def filter_handler(redis_conn: RedisConnection, alias: str) -> Iterator[RedisVectorSearchHandler]:
+    """top_k larger than the corpus, so a filter's hits are every document it matches."""
+    with RedisVectorSearchHandler(RedisSearchConfig(redis_conn, alias, top_k=200, return_text=False)) as entered:
+        yield entered
+
+
+def question(embedder: Any, text: str, qid: str = "q", filt: dict[str, Any] | None = None) -> Chunk:
+    vector = embedder([text])[0]
+    metadata = {"filter": filt} if filt is not None else {}
+    return Chunk(content=Content(text=text), id=qid, metadata=metadata,
+                 embedding=Embedding(dense_embedding=[float(x) for x in vector]))
+
+
+def hits_of(handler: RedisVectorSearchHandler, request: Chunk) -> list[dict[str, Any]]:
+    _, response = handler(request)
+    return list(response["hits"])
+
+
+class TestRetrieval:
+    def test_nearest_neighbour_is_the_expected_document(self, handler, embedder, record) -> None:
+        hits = hits_of(handler, question(embedder, "What is the capital city of Zorbania?"))
+        assert [h["doc_id"] for h in hits][:1] == ["zorb"]
+        top = hits[0]
+        assert set(top) == {"chunk_id", "doc_id", "title", "text", "score", "chunk_index"}
+        assert top["chunk_id"] == "zorb#0" and top["title"] == "Zorbania" and top["chunk_index"] == 0
+        assert "Quillport" in top["text"]
+        assert 0.5 < top["score"] <= 1.0
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+        assert len(hits) == 3
+
+    def test_score_is_cosine_similarity(self, handler, embedder, record) -> None:
+        text = FACTS[1]["text"]
+        hits = hits_of(handler, question(embedder, text))
+        # The question is the chunk's own text: similarity ~1 (the stored title is not embedded).
+        assert hits[0]["doc_id"] == "bees" and hits[0]["score"] > 0.6
+
+    def test_response_names_the_version_searched(self, handler, embedder, record) -> None:
+        _, response = handler(question(embedder, "tides"))
+        assert response["index"] == record.index and response["batch_size"] == 1
+        assert handler.index_info.dimension == 384
+
+    def test_a_batch_answers_each_question_in_order(self, handler, embedder) -> None:
+        texts = ["What makes iron rust?", "How do bees tell others where flowers are?", "What causes tides?"]
+        requests = [question(embedder, t, qid=f"q{i}") for i, t in enumerate(texts)]
+        pairs = handler(requests)
+        assert [req.id for req, _ in pairs] == ["q0", "q1", "q2"]
+        assert [resp["hits"][0]["doc_id"] for _, resp in pairs] == ["rust", "bees", "tides"]
+        # One pipelined round trip for the whole batch: one latency, batch size 3.
+        assert {resp["batch_size"] for _, resp in pairs} == {3}
+        assert len({resp["latency_ms"] for _, resp in pairs}) == 1
+
+    def test_identical_questions_in_one_batch_both_get_results(self, handler, embedder) -> None:
+        same = question(embedder, "What is the capital of Zorbania?", qid="dup")
+        twin = question(embedder, "What is the capital of Zorbania?", qid="dup")
+        other = question(embedder, "What is the capital of Zorbania?", qid="dup2")
+        pairs = handler([same, twin, other])
+        assert len(pairs) == 3
+        hit_lists = [resp["hits"] for _, resp in pairs]
+        assert all(h and h[0]["doc_id"] == "zorb" for h in hit_lists)
+        assert hit_lists[0] == hit_lists[1] == hit_lists[2]
+        assert pairs[0][0] is same and pairs[1][0] is twin
+
+    def test_empty_batch(self, handler) -> None:
+        assert handler([]) == []
+
+    def test_score_threshold_drops_weak_passages(self, redis_conn, alias, embedder) -> None:
+        config = RedisSearchConfig(redis_conn, alias, top_k=5, score_threshold=0.5)
+        with RedisVectorSearchHandler(config) as strict:
+            on_topic = hits_of(strict, question(embedder, "What is the capital of Zorbania?"))
+            off_topic = hits_of(strict, question(embedder, "Who won the 1966 football world cup?"))
+        assert [h["doc_id"] for h in on_topic] == ["zorb"]
+        assert all(h["score"] >= 0.5 for h in on_topic)
+        assert off_topic == []
+
+    def test_ef_runtime_and_no_text(self, redis_conn, alias, embedder) -> None:
+        config = RedisSearchConfig(redis_conn, alias, top_k=2, ef_runtime=64, return_text=False)
+        with RedisVectorSearchHandler(config) as tuned:
+            hits = hits_of(tuned, question(embedder, "What causes ocean tides?"))
+        assert hits[0]["doc_id"] == "tides" and hits[0]["text"] is None
+
+    def test_pinned_version(self, redis_conn, record, embedder) -> None:
+        assert IndexTarget.parse(record.index).version == record.version
+        with RedisVectorSearchHandler(RedisSearchConfig(redis_conn, record.index, top_k=1)) as pinned:
+            request = question(embedder, "bees")
+            assert pinned(request)[1]["index"] == record.index
+
+    def test_through_beam_enrichment(self, handler, embedder, redis_conn, alias) -> None:
+        texts = {"q-zorb": "capital of Zorbania", "q-rust": "Why does iron rust?",
+                 "q-bees": "waggle dance of honey bees", "q-dup": "capital of Zorbania"}
+        requests = [question(embedder, t, qid=qid) for qid, t in texts.items()]
+        requests.append(question(embedder, "Which region?", qid="q-filtered", filt={"region": "west"}))
+        config = RedisSearchConfig(redis_conn, alias, top_k=2, max_batch_size=8)
+        with BeamTestPipeline() as p:
+            top = (p
+                   | beam.Create(requests)
+                   | Enrichment(RedisVectorSearchHandler(config), join_fn=join_hits)
+                   | beam.Map(lambda c: (c.id, c.metadata[ENRICHMENT_KEY][0]["doc_id"],
+                                         c.metadata[RETRIEVAL_KEY]["index"].startswith(alias + "__"),
+                                         c.content.text == texts.get(c.id, "Which region?"))))
+            assert_that(top, equal_to([("q-zorb", "zorb", True, True), ("q-rust", "rust", True, True),
+                                       ("q-bees", "bees", True, True), ("q-dup", "zorb", True, True),
+                                       ("q-filtered", "tides", True, True)]))
+
+    def test_join_does_not_modify_the_request(self, handler, embedder) -> None:
+        request = question(embedder, "tides", qid="t")
+        joined = join_hits(*handler(request))
+        assert ENRICHMENT_KEY not in request.metadata and joined.metadata[ENRICHMENT_KEY]
+        assert joined.id == "t" and joined.content.text == "tides"
+
+    def test_handler_pickles_without_its_client(self, handler) -> None:
+        clone = pickle.loads(pickle.dumps(handler))
+        assert clone._client is None and clone.config == handler.config
+
+
+class TestFilters:
+    @pytest.mark.parametrize("index_of_value", range(len(HOSTILE)), ids=[repr(v) for v in HOSTILE])
+    def test_hostile_tag_value_matches_exactly_its_document(self, filter_handler, embedder,
+                                                            index_of_value: int) -> None:
+        value = HOSTILE[index_of_value]
+        hits = hits_of(filter_handler, question(embedder, "filler note", filt={"label": value}))
+        assert {h["doc_id"] for h in hits} == {f"h{index_of_value}"}
+
+    def test_a_list_of_hostile_values_is_a_union(self, filter_handler, embedder) -> None:
+        hits = hits_of(filter_handler, question(embedder, "filler", filt={"label": HOSTILE[:8]}))
+        assert {h["doc_id"] for h in hits} == {f"h{i}" for i in range(8)}
+
+    @pytest.mark.parametrize("doc_id", HOSTILE_DOC_IDS)
+    def test_doc_id_filter(self, filter_handler, embedder, doc_id: str) -> None:
+        hits = hits_of(filter_handler, question(embedder, "unusual id", filt={"doc_id": doc_id}))
+        assert {h["doc_id"] for h in hits} == {doc_id}
+
+    def test_numeric_and_tag_fields_combine(self, filter_handler, embedder) -> None:
+        assert {h["doc_id"] for h in hits_of(filter_handler, question(
+            embedder, "x", filt={"rank": [1, 2]}))} == {"h1", "h2"}
+        assert {h["doc_id"] for h in hits_of(filter_handler, question(
+            embedder, "x", filt={"region": "north", "year": 2010}))} == {"rust"}
+
+    def test_filtered_nearest_neighbour(self, handler, embedder) -> None:
+        hits = hits_of(handler, question(embedder, "What is the capital of Zorbania?", filt={"region": "south"}))
+        assert [h["doc_id"] for h in hits] == ["bees"]
+
+    def test_unknown_field_and_wrong_kind_are_refused(self, handler, embedder) -> None:
+        with pytest.raises(ConfigError, match="unknown filter field 'colour'"):
+            handler(question(embedder, "x", filt={"colour": "red"}))
+        with pytest.raises(ConfigError, match="'year' is numeric"):
+            handler(question(embedder, "x", filt={"year": "2001"}))
+
+
+class TestRefusals:
+    def test_dimension_mismatch(self, handler) -> None:
+        bad = Chunk(content=Content(text="q"), id="short", embedding=Embedding(dense_embedding=[0.1] * 10))
+        with pytest.raises(ModelMismatchError, match="10-dimensional.*384-dimensional"):
+            handler(bad)
+
+    def test_missing_embedding(self, handler) -> None:
+        with pytest.raises(ConfigError, match="no dense embedding"):
+            handler(Chunk(content=Content(text="q"), id="none"))
+
+    def test_expected_model_mismatch_is_refused_on_enter(self, redis_conn, alias) -> None:
+        config = RedisSearchConfig(redis_conn, alias, expected_embedding={"model": "other/model"})
+        with pytest.raises(ModelMismatchError, match="other/model"):
+            RedisVectorSearchHandler(config).__enter__()
+
+    def test_unknown_index(self, redis_conn) -> None:
+        with pytest.raises(IndexNotFoundError, match="does not exist"):
+            RedisVectorSearchHandler(RedisSearchConfig(redis_conn, "t_no_such_index")).__enter__()
+
+    @pytest.mark.parametrize("kwargs, match", [
+        ({"top_k": 0}, "top_k"), ({"top_k": 5000}, "top_k"), ({"retrieval": "sparse"}, "retrieval"),
+        ({"score_threshold": float("nan")}, "score_threshold"), ({"ef_runtime": 0}, "ef_runtime"),
+        ({"index": "bad name"}, "Invalid index name"), ({"max_batch_size": 0}, "max_batch_size"),
+    ])
+    def test_invalid_config(self, redis_conn, kwargs: dict[str, Any], match: str) -> None:
+        base: dict[str, Any] = {"connection": redis_conn, "index": "docs"}
+        with pytest.raises(ConfigError, match=match):
+            RedisSearchConfig(**{**base, **kwargs})
+
+    def test_batching_and_cache_key(self, handler, embedder) -> None:
+        assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 32}
+        a = question(embedder, "tides", qid="a")
+        b = question(embedder, "tides", qid="b")
+        c = question(embedder, "tides", qid="c", filt={"region": "west"})
+        assert handler.get_cache_key(a) == handler.get_cache_key(b) != handler.get_cache_key(c)
+
+
+class TestRedisUnavailable:
+    def test_down_redis_fails_fast_naming_the_url_not_the_password(self, free_port) -> None:
+        port = free_port()
+        conn = RedisConnection.from_url(f"redis://:s3cret-pw@127.0.0.1:{port}/0", connect_timeout=0.5)
+        handler = RedisVectorSearchHandler(RedisSearchConfig(conn, "docs", max_retries=2, backoff_s=0.05))
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailableError) as info:
+            handler.__enter__()
+        assert time.monotonic() - started < 5
+        message = str(info.value)
+        assert f"redis://127.0.0.1:{port}/0" in message and "3 attempts" in message
+        assert "s3cret" not in message and "s3cret" not in repr(handler)
+
+    def test_transient_stall_is_retried_then_a_long_one_gives_up(self, redis_client, redis_url, alias,
+                                                                 embedder) -> None:
+        conn = RedisConnection.from_url(redis_url, socket_timeout=0.3)
+        request = question(embedder, "What is the capital of Zorbania?")
+        patient = RedisVectorSearchHandler(RedisSearchConfig(conn, alias, max_retries=6, backoff_s=0.1))
+        hasty = RedisVectorSearchHandler(RedisSearchConfig(conn, alias, max_retries=1, backoff_s=0.05))
+        with patient, hasty:
+            try:
+                redis_client.execute_command("CLIENT", "PAUSE", 700, "ALL")
+                _, response = patient(request)  # times out, backs off, then succeeds
+                assert response["hits"][0]["doc_id"] == "zorb"
+                redis_client.execute_command("CLIENT", "PAUSE", 2000, "ALL")
+                with pytest.raises(RedisUnavailableError, match=r"Searching in Redis at redis://127\.0\.0\.1"):
+                    hasty(request)
+            finally:
+                redis_client.execute_command("CLIENT", "UNPAUSE")
