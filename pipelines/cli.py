@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from typing import Any, Callable, Sequence
 
@@ -36,7 +37,8 @@ def unwrap_error(exc: BaseException) -> BeamRagError | None:
     for name in dir(errors):
         cls = getattr(errors, name)
         if isinstance(cls, type) and issubclass(cls, BeamRagError) and f"{name}: " in text:
-            message = text.split(f"{name}: ", 1)[1].splitlines()[0].strip().strip("'\"[]")
+            message = text.split(f"{name}: ", 1)[1].splitlines()[0].strip()
+            message = re.sub(r"\s*\[while running '[^']*'\]$", "", message).strip("'\"[]")
             return cls(message)
     return None
 
@@ -100,6 +102,91 @@ def cmd_ingest(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def cmd_query(args: argparse.Namespace, rest: list[str]) -> int:
+    from pipelines import query
+
+    if query.wants_help(rest):
+        query.print_help()
+        return 0
+    _print_json(query.run(rest))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
+    from pipelines import evaluate
+
+    _print_json(evaluate.run(rest))
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """One question answered in-process (no pipeline start-up)."""
+    from pipelines.ask import ask, format_answer
+    from pipelines.query import DEFAULT_MIN_SCORE
+
+    min_score = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
+    result = ask(args.question, args.index, redis_url=args.redis_url, top_k=args.top_k, retrieval=args.retrieval,
+                 max_new_tokens=args.max_new_tokens, min_score=None if min_score <= -1 else min_score,
+                 **({"generator": args.generator} if args.generator else {}),
+                 filter=json.loads(args.filter) if args.filter else None, retrieval_only=args.retrieval_only)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_answer(result))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the sample knowledge base (docs about beam-rag) and answer the sample questions."""
+    import tempfile
+    import textwrap
+    import time
+    from importlib import resources
+    from pathlib import Path
+
+    from pipelines import ingest, query
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    redis = ["--redis-url", args.redis_url] if args.redis_url else []
+    say(f"Redis: {_connection(args).safe_url}")  # starts the embedded one when none is configured
+    data = resources.files("rag_core") / "sample_data"
+    with resources.as_file(data / "docs.jsonl") as docs, resources.as_file(data / "questions.jsonl") as questions, \
+            tempfile.TemporaryDirectory(prefix="beam-rag-demo-") as tmp:
+        started = time.monotonic()
+        say(f"Building knowledge base {args.index!r} from the sample corpus ...")
+        built = ingest.run(["--input", str(docs), "--index", args.index, "--mode", "rebuild", *redis])
+        say(f"  {built['documents_indexed']} documents, {built['chunks_written']} chunks "
+            f"({time.monotonic() - started:.0f}s)")
+        started = time.monotonic()
+        say("Answering the sample questions (the first run converts the packaged model) ...")
+        output = args.output or str(Path(tmp) / "answers.jsonl")
+        answered = query.run(["--input", str(questions), "--output", output, "--index", args.index,
+                              "--top-k", str(args.top_k), "--max-new-tokens", str(args.max_new_tokens),
+                              *(["--generator", args.generator] if args.generator else []),
+                              *(["--retrieval-only"] if args.retrieval_only else []), *redis])
+        say(f"  {answered['questions_answered']} questions ({time.monotonic() - started:.0f}s)")
+        order = [json.loads(line)["id"] for line in questions.read_text().splitlines() if line.strip()]
+        rows = {row["id"]: row for row in map(json.loads, Path(output).read_text().splitlines())}
+    print(f"\nAnswers from knowledge base {args.index!r} (model: {answered['model'] or 'none, retrieval only'})")
+    for n, qid in enumerate((q for q in order if q in rows), 1):
+        row = rows[qid]
+        answer = " ".join((row["answer"] or "(retrieval only)").split())
+        print(f"\n{n}. {row['question']}")
+        print(textwrap.fill(answer, width=88, initial_indent="   Answer:  ", subsequent_indent=" " * 12,
+                            break_on_hyphens=False))
+        if not row["sources"]:
+            print("   Sources: none similar enough to the question")
+        for rank, source in enumerate(row["sources"], 1):
+            label = "   Sources: " if rank == 1 else " " * 12
+            print(f"{label}[{rank}] {source['title'] or source['doc_id']}  (score {source['score']:.2f})")
+    if args.output:
+        print(f"\nAll fields, one JSON line per question: {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="beam-rag", description="Batch RAG on Apache Beam and Redis")
     parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and debug logs")
@@ -107,6 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("ingest", help="build or update a knowledge base (Beam pipeline)", add_help=False)
+    sub.add_parser("query", help="answer a file of questions from a knowledge base (Beam pipeline)",
+                   add_help=False)
+
+    sub.add_parser("eval", help="retrieval quality on a benchmark dataset (SciFact), dense or hybrid",
+                   add_help=False)
+
+    ask = sub.add_parser("ask", help="answer one question from a knowledge base, in-process")
+    ask.add_argument("question")
+    ask.add_argument("--index", required=True)
+    ask.add_argument("--top-k", type=int, default=5)
+    ask.add_argument("--retrieval", default="dense", choices=["dense", "hybrid"])
+    ask.add_argument("--filter", default=None, help='metadata filter as JSON, e.g. \'{"lang": "en"}\'')
+    ask.add_argument("--min-score", type=float, default=None,
+                     help="passages below this cosine similarity are ignored (default as in query; -1: keep all)")
+    ask.add_argument("--generator", default=None, help="default: the packaged SmolLM2-135M-Instruct")
+    ask.add_argument("--max-new-tokens", type=int, default=128)
+    ask.add_argument("--retrieval-only", action="store_true", help="show the ranked sources only")
+    ask.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    ask.add_argument("--redis-url")
 
     idx = sub.add_parser("index", help="inspect and manage knowledge-base versions")
     idx_sub = idx.add_subparsers(dest="index_cmd", required=True)
@@ -120,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     red.add_argument("redis_cmd", choices=["start", "stop", "status"])
     red.add_argument("--port", type=int, default=None)
     red.add_argument("--data-dir", default=None)
+
+    demo = sub.add_parser("demo", help="build a sample knowledge base about beam-rag and answer questions from it")
+    demo.add_argument("--redis-url", help="default: $REDIS_URL, else the embedded local Redis (started if needed)")
+    demo.add_argument("--index", default="beam_rag_demo", help="knowledge-base name (rebuilt on every run)")
+    demo.add_argument("--top-k", type=int, default=3, help="passages retrieved per question")
+    demo.add_argument("--max-new-tokens", type=int, default=48, help="answer length limit")
+    demo.add_argument("--generator", default=None, help="generator model (default: the packaged SmolLM2)")
+    demo.add_argument("--retrieval-only", action="store_true", help="show the ranked sources only")
+    demo.add_argument("--output", default=None, help="also write the answers (JSONL) here")
     return parser
 
 
@@ -132,9 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "ingest":
             return cmd_ingest(args, rest)
+        if args.command == "query":
+            return cmd_query(args, rest)
+        if args.command == "eval":
+            return cmd_eval(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        return {"index": cmd_index, "redis": cmd_redis}[args.command](args)
+        return {"index": cmd_index, "redis": cmd_redis, "demo": cmd_demo, "ask": cmd_ask}[args.command](args)
     except Exception as exc:  # the CLI boundary: one clear message, not a traceback
         ours = unwrap_error(exc)
         if ours is None or args.verbose:
