@@ -1,0 +1,62 @@
+"""``beam-rag demo``: what a new user runs first (``make demo``), end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+
+import pytest
+
+from pipelines.cli import main
+from rag_core.store.catalog import IndexCatalog
+
+
+def sample(name: str) -> list[dict]:
+    text = (resources.files("rag_core") / "sample_data" / name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class TestSampleData:
+    def test_corpus_is_small_and_well_formed(self):
+        docs = sample("docs.jsonl")
+        assert 12 <= len(docs) <= 20 and len({d["id"] for d in docs}) == len(docs)
+        assert all(d["title"] and 200 < len(d["text"]) < 1500 for d in docs)
+
+    def test_questions_point_at_real_documents(self):
+        ids = {d["id"] for d in sample("docs.jsonl")}
+        questions = sample("questions.jsonl")
+        assert 5 <= len(questions) <= 8
+        answerable = [q for q in questions if q["answerable"]]
+        assert len(answerable) == len(questions) - 1  # exactly one the corpus cannot answer
+        assert all(q["relevant_doc_ids"] and set(q["relevant_doc_ids"]) <= ids for q in answerable)
+
+
+@pytest.mark.slow
+def test_demo_builds_the_sample_index_and_answers_with_sources(capsys, tmp_path, redis_url, redis_client,
+                                                               index_name):
+    answers = tmp_path / "answers.jsonl"
+    code = main(["demo", "--redis-url", redis_url, "--index", index_name, "--output", str(answers)])
+    out = capsys.readouterr().out
+    assert code == 0
+
+    docs, questions = sample("docs.jsonl"), sample("questions.jsonl")
+    info = IndexCatalog(redis_client, index_name).info()
+    assert info["num_docs"] == len(docs) and info["documents"] == len(docs)
+
+    # Every question is printed, in file order, with an answer and its ranked sources.
+    positions = [out.index(q["question"]) for q in questions]
+    assert positions == sorted(positions)
+    assert out.count("Answer:") == len(questions)
+    titles = {d["id"]: d["title"] for d in docs}
+    rows = {r["id"]: r for r in map(json.loads, answers.read_text().splitlines())}
+    for q in questions:
+        block = out[out.index(q["question"]):]
+        block = block[:block.find("\n\n")] if "\n\n" in block else block
+        if q["answerable"]:
+            # The document that answers it is retrieved first, and shown with its score.
+            top = rows[q["id"]]["sources"][0]
+            assert top["doc_id"] in q["relevant_doc_ids"]
+            assert re.search(rf"Sources: \[1\] {re.escape(titles[top['doc_id']])}  \(score 0\.\d\d\)", block)
+        else:  # nothing in the corpus is about it: no sources, or the model says it cannot tell
+            assert "Sources: none similar enough" in block or "know" in block.lower()
