@@ -41,12 +41,19 @@ class SciFact:
     qrels: dict[str, set[str]]          # claim id -> relevant doc ids
 
 
-def _open_csv(path: Path) -> Iterator[dict[str, str]]:
+def _open_csv(path: Path, columns: tuple[str, ...]) -> Iterator[dict[str, str]]:
     if not path.exists():
         raise ConfigError(f"SciFact file not found: {path} (pass --data-dir pointing at datasets/scifact)")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with path.open(newline="", encoding="utf-8") as fh:
-        yield from csv.DictReader(fh)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ConfigError(f"SciFact file {path} lacks the column(s) {', '.join(missing)}")
+            yield from reader
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"SciFact file {path} is not valid UTF-8 CSV: {exc}") from None
 
 
 def load_scifact(data_dir: str | Path, split: str = "test") -> SciFact:
@@ -54,10 +61,10 @@ def load_scifact(data_dir: str | Path, split: str = "test") -> SciFact:
         raise ConfigError(f"--split must be test or train, got {split!r}")
     root = Path(data_dir)
     corpus = {row["doc_id"]: (row["title"].strip(), " ".join(parse_sentence_list(row["abstract"])))
-              for row in _open_csv(root / "corpus.csv")}
+              for row in _open_csv(root / "corpus.csv", ("doc_id", "title", "abstract"))}
     queries: dict[str, str] = {}
     qrels: dict[str, set[str]] = {}
-    for row in _open_csv(root / f"claims_{split}.csv"):
+    for row in _open_csv(root / f"claims_{split}.csv", ("id", "claim")):
         queries[row["id"]] = row["claim"]
         qrels.setdefault(row["id"], set()).update(_INT.findall(row.get("cited_doc_ids") or ""))
     return SciFact(corpus, queries, qrels)

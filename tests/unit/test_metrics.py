@@ -48,3 +48,65 @@ def test_scifact_loader_counts():
     assert sum(len(v) for v in data.qrels.values()) == 339
     title, abstract = data.corpus["4983"]
     assert title.startswith("Microstructural development") and abstract.startswith("Alterations of")
+
+
+class TestReport:
+    def test_recall_curve_dedupes_chunks_into_documents(self):
+        from rag_core.evaluation.report import recall_curve
+
+        run = {"q1": ["a", "a", "a", "b"], "q2": ["x", "c"]}
+        qrels = {"q1": {"b"}, "q2": {"c", "d"}, "q3": set()}
+        assert recall_curve(run, qrels, ks=(1, 2, 10)) == {1: 0.0, 2: 0.75, 10: 0.75}
+
+    def test_overlap_at_k_is_ann_recall_against_exact(self):
+        from rag_core.evaluation.report import overlap_at_k
+
+        exact = {"q1": ["a", "b", "c"], "q2": ["d", "e", "f"]}
+        approx = {"q1": ["a", "c", "z"], "q2": ["d", "e", "f"]}
+        assert overlap_at_k(approx, exact, 3) == pytest.approx((2 / 3 + 1) / 2)
+        assert overlap_at_k({}, exact, 2) == 0.0
+
+    def test_markdown_report_has_every_mode_anchor_and_curve(self):
+        from rag_core.evaluation.report import SCIFACT_ANCHORS, markdown_report
+
+        text = markdown_report({"dataset": "scifact", "split": "test", "index": None},
+                               {"dense": {"ndcg@10": 0.6451, "queries_per_s": 120.5}, "hybrid": {"ndcg@10": 0.7}},
+                               {"dense": {10: 0.8}, "hybrid": {10: 0.9}}, SCIFACT_ANCHORS, "recall.png")
+        assert "| dense | 0.645 |" in text and "| hybrid | 0.700 |" in text
+        assert "| BM25 flat (BEIR/Pyserini) | 0.679 |" in text
+        assert "| hybrid | 0.900 |" in text and "![recall@k](recall.png)" in text
+        assert "**index**" not in text  # None values are left out
+
+    def test_plot_is_a_png(self, tmp_path):
+        from rag_core.evaluation.report import plot_recall_curves
+
+        path = plot_recall_curves({"dense": {1: 0.5, 10: 0.8}, "hybrid": {1: 0.6, 10: 0.9}},
+                                  tmp_path / "r.png", "t")
+        assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+class TestEvalSlice:
+    CORPUS = {str(i): (f"t{i}", f"abstract {i}") for i in range(10)}
+    QUERIES = {"q1": "one", "q2": "two", "q3": "three"}
+    QRELS = {"q1": {"7"}, "q2": set(), "q3": {"2", "9", "404"}}
+
+    def test_relevant_documents_first_then_corpus_order(self):
+        from pipelines.evaluate import select
+
+        s = select(self.CORPUS, self.QUERIES, self.QRELS, limit_docs=5, limit_queries=2)
+        assert list(s.queries) == ["q1", "q3"]  # q2 has no relevant document
+        assert set(s.corpus) == {"7", "2", "9", "0", "1"}
+        assert s.qrels == {"q1": {"7"}, "q3": {"2", "9"}}  # 404 is not in the corpus
+
+    def test_no_limits_keeps_everything_with_relevance(self):
+        from pipelines.evaluate import select
+
+        s = select(self.CORPUS, self.QUERIES, self.QRELS)
+        assert len(s.corpus) == 10 and list(s.queries) == ["q1", "q3"]
+
+    def test_limit_below_the_relevant_documents_is_refused(self):
+        from pipelines.evaluate import select
+        from rag_core.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="--limit-docs 2 is smaller than the 3 relevant"):
+            select(self.CORPUS, self.QUERIES, self.QRELS, limit_docs=2)
