@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: setup demo test test-unit bench clean
+.PHONY: setup system-deps demo test test-unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,22 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 
 setup: $(STAMP)
 
+# System packages the tests need: stunnel (TLS proxy for the Redis TLS tests).
+# Idempotent and quiet; skipped when stunnel is already installed. As root on CI,
+# through sudo elsewhere.
+system-deps:
+	@command -v stunnel >/dev/null 2>&1 || command -v stunnel4 >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "Install stunnel (Debian/Ubuntu: stunnel4) for the TLS tests" >&2; exit 1; }; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -qq --no-install-recommends stunnel4 >/dev/null 2>&1 || { \
+	    $$SUDO apt-get update -qq >/dev/null && \
+	    $$SUDO apt-get install -y -qq --no-install-recommends stunnel4 >/dev/null; }; }
+
 demo: setup
 	$(BIN)/beam-rag demo
 
-test: setup
+test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: setup

@@ -20,8 +20,9 @@ from rag_core.prompt import Passage, PromptBuilder
 from rag_core.store.catalog import IndexCatalog
 from rag_core.store.schema import validate_index_name
 from pipelines.options import resolve_connection
+from rag_core.documents import clean_text
 from pipelines.query import (
-    ABSTAIN, DEFAULT_MIN_SCORE, Question, index_embedding, normalize_answer, prompt_config, public_row,
+    ABSTAIN, DEFAULT_MAX_QUESTION_CHARS, DEFAULT_MIN_SCORE, Question, index_embedding, normalize_answer, prompt_config, public_row,
     retrieved_row, to_chunk,
 )
 
@@ -35,8 +36,12 @@ def ask(question: str, index: str, *, redis_url: str | None = None, top_k: int =
     from rag_core.errors import ConfigError
 
     alias = validate_index_name(index)
-    if not question or not question.strip():
+    question = clean_text(question or "").strip()  # as `query` cleans its questions
+    if not question:
         raise ConfigError("The question is empty")
+    if len(question) > DEFAULT_MAX_QUESTION_CHARS:
+        raise ConfigError(f"The question is longer than {DEFAULT_MAX_QUESTION_CHARS} characters "
+                          f"({len(question)}), the limit `beam-rag query` applies too")
     connection = resolve_connection(PipelineOptions(["--redis-url", redis_url] if redis_url else []))
     connection.check()
     client = connection.client()

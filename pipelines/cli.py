@@ -119,6 +119,18 @@ def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _json_flag(flag: str, raw: str | None) -> Any:
+    """A JSON-valued flag, or a clear ConfigError naming it."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        from rag_core.errors import ConfigError
+
+        raise ConfigError(f"{flag} is not valid JSON ({exc}): e.g. '{{\"lang\": \"en\"}}'") from None
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     """One question answered in-process (no pipeline start-up)."""
     from pipelines.ask import ask, format_answer
@@ -128,7 +140,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     result = ask(args.question, args.index, redis_url=args.redis_url, top_k=args.top_k, retrieval=args.retrieval,
                  max_new_tokens=args.max_new_tokens, min_score=None if min_score <= -1 else min_score,
                  **({"generator": args.generator} if args.generator else {}),
-                 filter=json.loads(args.filter) if args.filter else None, retrieval_only=args.retrieval_only)
+                 filter=_json_flag("--filter", args.filter), retrieval_only=args.retrieval_only)
     if args.json:
         _print_json(result)
     else:

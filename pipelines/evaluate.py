@@ -25,6 +25,16 @@ retrieval step only), and the other mode's metrics under ``compare``.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # `python -m pipelines.evaluate`: run the importable module instead, so its DoFns and
+    # element types pickle as pipelines.evaluate.X (worker processes cannot import
+    # __main__.X) and its options class is registered with Beam only once.
+    import sys as _sys
+
+    from pipelines.evaluate import main as _main
+
+    _sys.exit(_main())
+
 import argparse
 import json
 import logging
@@ -355,6 +365,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_ERROR)
     print(json.dumps(summary))
 
-
-if __name__ == "__main__":
-    main()

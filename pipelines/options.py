@@ -55,4 +55,34 @@ def resolve_connection(options: PipelineOptions) -> RedisConnection:
         url = ensure_running()
     conn = RedisConnection.from_env(url, **tls)
     ropts.redis_url = conn.safe_url
+    _scrub_flags(options, conn.safe_url)
     return conn
+
+
+_URL_FLAGS = ("--redis-url", "--redis_url")
+
+
+def _scrub_flags(options: PipelineOptions, safe_url: str) -> None:
+    """Replace the URL in the raw command line the options keep (``_flags``) too.
+
+    Beam pickles ``PipelineOptions`` with those flags (e.g. ``save_main_session``,
+    runners that ship the options object), so a password typed in ``--redis-url``
+    would otherwise travel, and could be shown, with them.
+    """
+    flags = getattr(options, "_flags", None)
+    if not flags:
+        return
+    scrubbed: list[str] = []
+    replace_next = False
+    for flag in flags:
+        if replace_next:
+            scrubbed.append(safe_url)
+            replace_next = False
+        elif flag in _URL_FLAGS:
+            scrubbed.append(flag)
+            replace_next = True
+        elif flag.startswith(tuple(f + "=" for f in _URL_FLAGS)):
+            scrubbed.append(flag.split("=", 1)[0] + "=" + safe_url)
+        else:
+            scrubbed.append(flag)
+    flags[:] = scrubbed

@@ -1,7 +1,8 @@
 """Batch question answering: read → validate → embed → retrieve → prompt → generate → write.
 
     beam-rag query --input questions.jsonl --output answers.jsonl --index docs \\
-        [--top-k 5] [--generator smollm2] [--redis-url URL] [--retrieval-only] [Beam flags]
+        [--top-k 5] [--retrieval dense|hybrid] [--generator smollm2] [--redis-url URL] [--retrieval-only]
+        [Beam flags]
     python -m pipelines.query --input ... --output ... --index ...
 
 Input: JSONL (``{"id", "question", "filter"?}`` per line) or a text file with one
@@ -35,6 +36,16 @@ answers from the version the alias served when it started (``index`` in each row
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":
+    # `python -m pipelines.query`: run the importable module instead, so its DoFns and
+    # element types pickle as pipelines.query.X (worker processes cannot import
+    # __main__.X) and its options class is registered with Beam only once.
+    import sys as _sys
+
+    from pipelines.query import main as _main
+
+    _sys.exit(_main())
 
 import csv
 import io
@@ -130,6 +141,9 @@ class QueryOptions(PipelineOptions):
         parser.add_argument("--search-ef-runtime", dest="search_ef_runtime", type=int, default=None,
                             help="HNSW EF_RUNTIME for these searches "
                                  "(default: the index's, at least 64 and 2 x --top-k)")
+        _add(parser, "--retrieval", dest="retrieval", default="dense", choices=["dense", "hybrid"],
+             help="dense: vector KNN; hybrid: KNN and BM25 over text and title, fused (rag_core.hybrid); "
+                  "--min-score still applies to the cosine similarity")
         parser.add_argument("--retrieval-batch-size", dest="retrieval_batch_size", type=int, default=32,
                             help="questions per Redis round trip")
         parser.add_argument("--retrieval-only", dest="retrieval_only", action="store_true",
@@ -614,6 +628,7 @@ def plan_query(options: PipelineOptions, argv: Sequence[str] = ()) -> QueryPlan:
     search = RedisSearchConfig(
         connection=connection, index=record.index, top_k=opts.top_k, score_threshold=min_score,
         ef_runtime=opts.search_ef_runtime, return_text=True, max_batch_size=opts.retrieval_batch_size,
+        retrieval=opts.retrieval,
         expected_embedding={"model": record.embedding.get("model"),
                             "dimension": record.embedding.get("dimension")})
     generator = prompt = None
@@ -819,6 +834,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_ERROR)
     print(json.dumps(summary))
 
-
-if __name__ == "__main__":
-    main()

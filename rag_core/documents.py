@@ -17,8 +17,12 @@ from rag_core.types import DeadLetter, Document, MetadataValue
 
 DEFAULT_MAX_DOC_BYTES = 10 * 1024 * 1024
 MAX_ID_CHARS = 512
+# Every metadata key becomes an index field and RediSearch allows 1024 fields in all.
+MAX_METADATA_KEYS = 64
+# Numeric metadata is indexed as a double: anything float() cannot hold fails to index.
+_MAX_NUMBER = 1.7976931348623157e308
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-METADATA_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+METADATA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")  # fullmatch: "$" would allow a trailing newline
 # Field names the index schema uses itself; metadata may not shadow them.
 RESERVED_KEYS = frozenset(
     {"text", "title", "url", "doc_id", "chunk_id", "chunk_index", "chunk_count",
@@ -60,9 +64,11 @@ def _normalise_metadata(raw: Any) -> tuple[dict[str, MetadataValue], str | None]
         return {}, None
     if not isinstance(raw, Mapping):
         return {}, f"metadata must be an object of strings/numbers, got {type(raw).__name__}"
+    if len(raw) > MAX_METADATA_KEYS:
+        return {}, f"too many metadata keys ({len(raw)} > {MAX_METADATA_KEYS})"
     out: dict[str, MetadataValue] = {}
     for key, value in raw.items():
-        if not isinstance(key, str) or not METADATA_KEY.match(key):
+        if not isinstance(key, str) or not METADATA_KEY.fullmatch(key):
             return {}, (
                 f"metadata key {key!r} is not allowed: use a letter then letters, digits or "
                 "underscores (at most 64)"
@@ -74,6 +80,8 @@ def _normalise_metadata(raw: Any) -> tuple[dict[str, MetadataValue], str | None]
         elif isinstance(value, (int, float)):
             if isinstance(value, float) and not math.isfinite(value):
                 return {}, f"metadata value for {key!r} must be finite"
+            if isinstance(value, int) and not -_MAX_NUMBER <= value <= _MAX_NUMBER:
+                return {}, f"metadata value for {key!r} is out of range for a number (about 1.8e308)"
             out[key] = value
         else:
             return {}, f"metadata value for {key!r} must be a string or number, got {type(value).__name__}"
@@ -96,6 +104,9 @@ def document_from_record(
         return DeadLetter(source, f"id must be a string or integer, got {type(raw_id).__name__}",
                           excerpt=_excerpt(raw_id))
     doc_id = clean_text(str(raw_id)).strip()
+    if not doc_id:
+        return DeadLetter(source, f"id field {fields.id_field!r} is empty once control characters are removed",
+                          excerpt=_excerpt(raw_id))
     if len(doc_id) > MAX_ID_CHARS:
         return DeadLetter(source, f"id longer than {MAX_ID_CHARS} characters", id=doc_id[:64])
     text = record.get(fields.text_field)
@@ -130,7 +141,7 @@ def document_from_json_line(
     if len(line) > max_doc_bytes:
         return DeadLetter(source, f"document larger than --max-doc-bytes ({len(line)} > {max_doc_bytes} bytes)")
     try:
-        decoded = line.decode("utf-8")
+        decoded = line.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark is not content
     except UnicodeDecodeError as exc:
         return DeadLetter(source, f"undecodable bytes (not UTF-8): {exc.reason} at byte {exc.start}",
                           excerpt=_excerpt(line[:200]))

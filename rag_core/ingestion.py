@@ -208,6 +208,9 @@ class _WriteChunksFn(beam.DoFn):
                                           client=pipe)
                 pipe.execute()
                 break
+            except redis.AuthenticationError:  # a ConnectionError, but retrying will not help
+                raise RedisUnavailableError(
+                    f"Redis at {cfg.connection.safe_url} refused the credentials while writing") from None
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if attempt == cfg.max_retries:
                     raise RedisUnavailableError(

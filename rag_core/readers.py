@@ -49,6 +49,48 @@ def detect_format(path: str, fmt: str = "auto") -> str | None:
     return _EXTENSIONS.get(os.path.splitext(name)[1])
 
 
+_READ_BLOCK = 1 << 20
+
+
+def bounded_lines(fh: Any, max_line_bytes: int, block_size: int = _READ_BLOCK) -> Iterator[tuple[bytes | None, int]]:
+    """``(line, size)`` for each line of a binary file, without its ``\\n``.
+
+    A line longer than ``max_line_bytes`` is skipped in blocks rather than read whole:
+    it comes out as ``(None, size)``, so a huge line costs at most ``max_line_bytes``
+    plus one block of memory. Works on any object with ``read(n)`` (Beam's
+    compressed files have no bounded ``readline``).
+
+    >>> import io
+    >>> list(bounded_lines(io.BytesIO(b"ab\\n" + b"x" * 10 + b"\\nc"), 4, block_size=3))
+    [(b'ab', 2), (None, 10), (b'c', 1)]
+    """
+    kept = bytearray()
+    size = 0
+    too_long = False
+    while True:
+        block = fh.read(block_size)
+        if not block:
+            break
+        start = 0
+        while True:
+            newline = block.find(b"\n", start)
+            end = len(block) if newline < 0 else newline
+            size += end - start
+            if not too_long:
+                if len(kept) + end - start > max_line_bytes:
+                    too_long = True
+                    kept = bytearray()
+                else:
+                    kept += block[start:end]
+            if newline < 0:
+                break
+            yield (None if too_long else bytes(kept)), size
+            kept, size, too_long = bytearray(), 0, False
+            start = newline + 1
+    if size or kept:
+        yield (None if too_long else bytes(kept)), size
+
+
 def _undecodable(row: dict[str, Any]) -> bool:
     return any(isinstance(v, str) and any("\udc80" <= ch <= "\udcff" for ch in v) for v in row.values())
 
@@ -86,7 +128,12 @@ class _ParseFileFn(beam.DoFn):
                     yield document_from_file(path, fh.read(), self.max_doc_bytes)
         elif fmt == "jsonl":
             with readable.open() as fh:
-                for n, line in enumerate(fh, 1):
+                # Bounded: a line over --max-doc-bytes is counted and skipped, never held whole.
+                for n, (line, line_bytes) in enumerate(bounded_lines(fh, self.max_doc_bytes + 1), 1):
+                    if line is None:
+                        yield DeadLetter(f"{path}:{n}", f"document larger than --max-doc-bytes "
+                                                         f"({line_bytes} > {self.max_doc_bytes} bytes)")
+                        continue
                     doc = document_from_json_line(line.rstrip(b"\r\n"), f"{path}:{n}", self.fields,
                                                   self.max_doc_bytes)
                     if doc is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from rag_core.errors import IndexNotFoundError, PublishRefusedError
 from rag_core.store.schema import (
-    KEY_ROOT, FieldKind, IndexLayout, VectorIndexSpec, catalog_key, merge_field_kinds,
+    KEY_ROOT, MAX_INDEX_FIELDS, FieldKind, IndexLayout, VectorIndexSpec, catalog_key, merge_field_kinds,
     metadata_field, schema_dict, validate_index_name,
 )
 
@@ -156,6 +156,12 @@ class IndexCatalog:
         spec = record.vector_spec()
         merged = merge_field_kinds(spec.metadata_fields, metadata_fields)
         new_spec = replace(spec, metadata_fields=merged)
+        fields = len(schema_dict(layout, new_spec)["fields"])
+        if fields > MAX_INDEX_FIELDS:
+            raise PublishRefusedError(
+                f"Refusing to index {layout.index_name}: the documents use {len(merged)} distinct metadata keys, "
+                f"and RediSearch allows {MAX_INDEX_FIELDS} fields per index ({fields - len(merged)} are "
+                "built in). Keep fewer distinct keys (put free-form data in the text).")
         if ft_info(self.client, layout.index_name) is None:
             schema = IndexSchema.from_dict(schema_dict(layout, new_spec))
             SearchIndex(schema, redis_client=self.client).create(overwrite=False)

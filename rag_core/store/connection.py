@@ -10,11 +10,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from rag_core.errors import ConfigError, RedisUnavailableError
 
 _SCHEMES = ("redis", "rediss", "unix")
+# Command-line flag -> field, for messages about the TLS files.
+_TLS_FLAGS = {"--redis-ca-cert": "ssl_ca_certs", "--redis-client-cert": "ssl_certfile",
+              "--redis-client-key": "ssl_keyfile"}
+_UNPARSABLE_URL = (
+    "Invalid Redis URL: it does not parse as scheme://[user:password@]host:port/db. "
+    "Percent-encode '/', '?', '#' and '@' in the username and password "
+    "(or pass them in REDIS_USERNAME / REDIS_PASSWORD)")
 
 
 @dataclass(frozen=True)
@@ -52,18 +59,36 @@ class RedisConnection:
             raise ConfigError("Pass credentials through RedisConnection.from_url, not in url")
         if self.max_retries < 0 or self.connect_timeout <= 0 or self.socket_timeout <= 0:
             raise ConfigError("max_retries must be >= 0 and timeouts > 0")
+        tls_files = [flag for flag, value in _TLS_FLAGS.items() if getattr(self, value)]
+        if tls_files and not self.uses_tls:
+            # Fail closed: TLS settings with a plain URL would silently send data in clear text.
+            raise ConfigError(
+                f"{', '.join(tls_files)} given but the Redis URL {self.safe_url!r} does not use TLS: "
+                "use a rediss:// URL")
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> "RedisConnection":
-        """Parse a Redis URL, moving any user info into the credential fields."""
+        """Parse a Redis URL, moving any user info into the credential fields.
+
+        A URL whose user info was not percent-encoded (a ``/``, ``?`` or ``#`` in the
+        password) is refused without echoing it, since part of it is the password.
+        """
+        if not isinstance(url, str):
+            raise ConfigError(f"Redis URL must be a string, got {type(url).__name__}")
         parts = urlsplit(url.strip())
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(_UNPARSABLE_URL) from None
+        if "@" in parts.path + parts.query + parts.fragment:
+            raise ConfigError(_UNPARSABLE_URL)
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
         netloc = parts.hostname or ""
         if parts.hostname and ":" in parts.hostname:  # IPv6 literal
             netloc = f"[{parts.hostname}]"
-        if parts.port:
-            netloc = f"{netloc}:{parts.port}"
+        if port:
+            netloc = f"{netloc}:{port}"
         clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
         kwargs: dict[str, Any] = {"url": clean, "username": username, "password": password}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
@@ -82,14 +107,16 @@ class RedisConnection:
         url = url or env.get("REDIS_URL")
         if not url:
             raise ConfigError("No Redis URL: pass --redis-url or set REDIS_URL")
-        conn = cls.from_url(url, **overrides)
+        tls = {k: v for k, v in overrides.items() if k.startswith("ssl_")}
+        conn = cls.from_url(url, **{k: v for k, v in overrides.items() if k not in tls})
         fill = {
             "username": env.get("REDIS_USERNAME"),
             "password": env.get("REDIS_PASSWORD"),
-            "ssl_ca_certs": env.get("REDIS_SSL_CA_CERTS"),
-            "ssl_certfile": env.get("REDIS_SSL_CERTFILE"),
-            "ssl_keyfile": env.get("REDIS_SSL_KEYFILE"),
         }
+        if conn.uses_tls:  # the TLS variables only apply to rediss:// URLs
+            fill.update(ssl_ca_certs=env.get("REDIS_SSL_CA_CERTS"), ssl_certfile=env.get("REDIS_SSL_CERTFILE"),
+                        ssl_keyfile=env.get("REDIS_SSL_KEYFILE"))
+        fill.update({k: v for k, v in tls.items() if v is not None})
         return replace(conn, **{k: v for k, v in fill.items() if v and getattr(conn, k) is None})
 
     @property
@@ -136,27 +163,47 @@ class RedisConnection:
         return redis.Redis.from_url(self.url, **options)
 
     def check(self, client: Any | None = None) -> None:
-        """Ping once (fast, no long retry loop) and raise a clear error naming the URL."""
+        """Ping once and raise a clear error naming the URL, within about ``connect_timeout``.
+
+        The probe is always a client of its own, without retries and with a short
+        read timeout, so a down or silent server fails in seconds; ``client`` is
+        accepted for compatibility and not used (its retries would turn the check
+        into a long wait).
+        """
         import redis
 
-        own = client is None
-        probe = client or self.client(retry=False)
+        for flag, attr in _TLS_FLAGS.items():
+            path = getattr(self, attr)
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{flag} {path!r} is not a file")
+        probe = self.client(retry=False, socket_timeout=min(self.socket_timeout, max(self.connect_timeout, 1.0)))
         try:
             probe.ping()
-        except redis.AuthenticationError as exc:
-            raise RedisUnavailableError(f"Redis at {self.safe_url} refused the credentials: {exc}") from None
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except redis.AuthenticationError:
             raise RedisUnavailableError(
-                f"Cannot reach Redis at {self.safe_url}: {_redact(str(exc), self)}. "
-                "Start the local server with `beam-rag redis start`, or pass --redis-url / set REDIS_URL."
-            ) from None
+                f"Redis at {self.safe_url} refused the credentials (check the username and password "
+                "in the URL or REDIS_USERNAME / REDIS_PASSWORD)") from None
+        except redis.ResponseError as exc:
+            text = _redact(str(exc), self)
+            if "NOAUTH" in text or "NOPERM" in text or "WRONGPASS" in text:
+                raise RedisUnavailableError(f"Redis at {self.safe_url} refused the connection: {text}") from None
+            raise
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            text = _redact(str(exc), self).strip().rstrip(".")
+            if "SSL" in text or "certificate" in text.lower():
+                hint = ("TLS handshake failed: check --redis-ca-cert (the CA that signed the server's "
+                        "certificate) and, for mutual TLS, --redis-client-cert / --redis-client-key.")
+            else:
+                hint = ("Start the local server with `beam-rag redis start`, or pass --redis-url / "
+                        "set REDIS_URL.")
+            raise RedisUnavailableError(f"Cannot reach Redis at {self.safe_url}: {text}. {hint}") from None
         finally:
-            if own:
-                probe.close()
+            probe.close()
 
 
 def _redact(text: str, conn: RedisConnection) -> str:
-    """Remove the password from a message, whatever produced it."""
+    """Remove the password (as typed, or percent-encoded as in a URL) from a message."""
     if conn.password:
-        text = text.replace(conn.password, "***")
+        for form in sorted({conn.password, quote(conn.password, safe="")}, key=len, reverse=True):
+            text = text.replace(form, "***")
     return text

