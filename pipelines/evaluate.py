@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Forwarded to the build (pipelines.ingest).
     p.add_argument("--chunk-tokens", dest="chunk_tokens", type=int, default=None)
     p.add_argument("--chunk-overlap", dest="chunk_overlap", type=int, default=None)
+    p.add_argument("--max-chunks-per-doc", dest="max_chunks_per_doc", type=int, default=None)
     p.add_argument("--hnsw-m", dest="hnsw_m", type=int, default=None)
     p.add_argument("--hnsw-ef-construction", dest="hnsw_ef_construction", type=int, default=None)
     p.add_argument("--ef-runtime", dest="ef_runtime", type=int, default=None)
@@ -147,6 +148,7 @@ def ingest_args(args: argparse.Namespace) -> list[str]:
     """The build flags this eval forwards to ``pipelines.ingest``."""
     out = ["--index-type", args.index_type]
     for flag, value in (("--chunk-tokens", args.chunk_tokens), ("--chunk-overlap", args.chunk_overlap),
+                        ("--max-chunks-per-doc", args.max_chunks_per_doc),
                         ("--hnsw-m", args.hnsw_m), ("--hnsw-ef-construction", args.hnsw_ef_construction),
                         ("--ef-runtime", args.ef_runtime), ("--embedding-backend", args.embedding_backend),
                         ("--embedding-batch-size", args.embedding_batch_size)):

@@ -63,6 +63,9 @@ class IngestOptions(PipelineOptions):
         parser.add_argument("--max-doc-bytes", dest="max_doc_bytes", type=int, default=DEFAULT_MAX_DOC_BYTES)
         parser.add_argument("--chunk-tokens", dest="chunk_tokens", type=int, default=256)
         parser.add_argument("--chunk-overlap", dest="chunk_overlap", type=int, default=32)
+        parser.add_argument("--max-chunks-per-doc", dest="max_chunks_per_doc", type=int, default=0,
+                            help="index only each document's first N chunks (0 = all); documents cut "
+                                 "short are counted in the summary as documents_truncated")
         parser.add_argument("--index-type", dest="index_type", default="hnsw", choices=["hnsw", "flat"])
         parser.add_argument("--hnsw-m", dest="hnsw_m", type=int, default=16)
         parser.add_argument("--hnsw-ef-construction", dest="hnsw_ef_construction", type=int, default=200)
@@ -97,6 +100,8 @@ class _ChunkFn(beam.DoFn):
         self.tokenizer_path = tokenizer_path
         self.config = config
         self._chunks = Metrics.counter("beam_rag", "chunks")
+        self._truncated = Metrics.counter("beam_rag", "documents_truncated")
+        self._dropped = Metrics.counter("beam_rag", "chunks_dropped")
 
     def setup(self) -> None:
         from transformers import AutoTokenizer
@@ -116,6 +121,10 @@ class _ChunkFn(beam.DoFn):
                 doc.source, "no text left to index after chunking", id=doc.id, stage="chunk"))
             return
         self._chunks.inc(len(chunks))
+        dropped = chunks[0].metadata.get("chunks_dropped", 0)
+        if dropped:
+            self._truncated.inc()
+            self._dropped.inc(dropped)
         yield from chunks
 
 
@@ -183,7 +192,10 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
     eopts = options.view_as(EmbeddingOptions)
     embedding = EmbeddingConfig(backend=eopts.embedding_backend, batch_size=eopts.embedding_batch_size,
                                 **({"model": eopts.embedding_model} if eopts.embedding_model else {}))
-    chunking = ChunkingConfig(max_tokens=opts.chunk_tokens, overlap_tokens=opts.chunk_overlap)
+    if opts.max_chunks_per_doc < 0:
+        raise ConfigError("--max-chunks-per-doc must be >= 0 (0 = every chunk)")
+    chunking = ChunkingConfig(max_tokens=opts.chunk_tokens, overlap_tokens=opts.chunk_overlap,
+                              max_chunks=opts.max_chunks_per_doc or None)
     connection = resolve_connection(options)
     import redis
 
@@ -284,6 +296,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = False) -> d
         "documents_indexed": counters.get("documents_indexed"),
         "documents_dead_lettered": counters.get("documents_dead_lettered", 0),
         "chunks_written": counters.get("chunks_written"),
+        "documents_truncated": counters.get("documents_truncated", 0),
+        "chunks_dropped": counters.get("chunks_dropped", 0),
         "bytes_read": counters.get("bytes_read"),
         "dead_letter": plan.dead_letter_path,
     }

@@ -36,7 +36,7 @@ class EmbeddingOptions(PipelineOptions):
         parser.add_argument("--embedding-backend", dest="embedding_backend", default="torch",
                             choices=["torch", "onnx", "onnx-int8"],
                             help="inference backend for embeddings (default torch)")
-        parser.add_argument("--embedding-batch-size", dest="embedding_batch_size", type=int, default=64)
+        parser.add_argument("--embedding-batch-size", dest="embedding_batch_size", type=int, default=32)
 
 
 def resolve_connection(options: PipelineOptions) -> RedisConnection:

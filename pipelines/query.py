@@ -71,7 +71,8 @@ import pipelines.ingest  # noqa: F401  (see above)
 from pipelines.options import EmbeddingOptions, resolve_connection
 from rag_core.documents import clean_text
 from rag_core.embeddings import EmbeddingConfig, canonical_model_name, embedding_transform
-from rag_core.enrichment import ENRICHMENT_KEY, RETRIEVAL_KEY, RedisSearchConfig, RedisVectorSearchHandler, join_hits
+from rag_core.enrichment import (ENRICHMENT_KEY, ERROR_KEY, RETRIEVAL_KEY, RedisSearchConfig, RedisVectorSearchHandler,
+                                  join_hits)
 from rag_core.errors import ConfigError, ModelMismatchError
 from rag_core.filters import field_kinds, validate_filter
 from rag_core.generation import DEFAULT_GENERATOR, DTYPES, GeneratorConfig, GeneratorModelHandler
@@ -317,15 +318,25 @@ def public_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _RecordRetrievalFn(beam.DoFn):
-    """Beam metrics for retrieval (the handler runs where metrics are not recorded)."""
+class _CheckRetrievalFn(beam.DoFn):
+    """Retrieval metrics (the handler runs where metrics are not recorded), and
+    questions whose search failed (Redis unreachable through every retry) routed to
+    the dead letters with the reason, so one outage never fails the whole job."""
 
     def __init__(self) -> None:
         self._latency = Metrics.distribution(NAMESPACE, "retrieval_latency_ms")
         self._empty = Metrics.counter(NAMESPACE, "questions_without_passages")
+        self._failed = Metrics.counter(NAMESPACE, "retrieval_failures")
 
-    def process(self, chunk: Chunk) -> Iterator[Chunk]:
+    def process(self, chunk: Chunk) -> Iterator[Any]:
         info = chunk.metadata.get(RETRIEVAL_KEY, {})
+        error = info.get(ERROR_KEY)
+        if error:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead(
+                chunk.metadata.get("source", ""), f"retrieval failed: {error}", id=chunk.id, stage="retrieve",
+                excerpt=chunk.metadata.get("question", chunk.content.text) or ""))
+            return
         self._latency.update(int(round(info.get("latency_ms", 0.0))))
         if not chunk.metadata.get(ENRICHMENT_KEY):
             self._empty.inc()
@@ -556,7 +567,7 @@ class QueryPlan:
 
 
 def index_embedding(stored: dict[str, Any], index: str, model: str | None = None, backend: str | None = None,
-                    batch_size: int = 64) -> EmbeddingConfig:
+                    batch_size: int = 32) -> EmbeddingConfig:
     """The ``EmbeddingConfig`` that embeds questions like the index's chunks were embedded.
 
     ``model`` / ``backend`` are what the user asked for, if anything: another model, or a
@@ -628,7 +639,7 @@ def plan_query(options: PipelineOptions, argv: Sequence[str] = ()) -> QueryPlan:
     search = RedisSearchConfig(
         connection=connection, index=record.index, top_k=opts.top_k, score_threshold=min_score,
         ef_runtime=opts.search_ef_runtime, return_text=True, max_batch_size=opts.retrieval_batch_size,
-        retrieval=opts.retrieval,
+        retrieval=opts.retrieval, on_unavailable="report",
         expected_embedding={"model": record.embedding.get("model"),
                             "dimension": record.embedding.get("dimension")})
     generator = prompt = None
@@ -696,9 +707,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Quer
                  | "ToChunk" >> beam.Map(to_chunk)
                  | "Embed" >> embedding_transform(plan.embedding)
                  | "Retrieve" >> Enrichment(handler, join_fn=join_hits, timeout=plan.search.worst_case_seconds())
-                 | "RetrievalMetrics" >> beam.ParDo(_RecordRetrievalFn())
-                 | "ToRow" >> beam.Map(retrieved_row))
-    dead_letters = [read[DEAD_LETTER], unique[DEAD_LETTER]]
+                 | "CheckRetrieval" >> beam.ParDo(_CheckRetrievalFn()).with_outputs(DEAD_LETTER, main="found"))
+    dead_letters = [read[DEAD_LETTER], unique[DEAD_LETTER], retrieved[DEAD_LETTER]]
+    retrieved = retrieved.found | "ToRow" >> beam.Map(retrieved_row)
     if plan.generator is None:
         rows = retrieved
     else:

@@ -31,12 +31,19 @@ class ChunkingConfig:
     overlap_tokens: int = 32
     max_title_tokens: int = 32
     special_tokens: int = 2  # [CLS] ... [SEP]
+    # Index only a document's first N chunks (None: all). A speed/coverage trade for
+    # corpora of short documents, like embedding whole documents truncated at the model's
+    # window; what is left out is counted (``chunks_dropped`` metadata), never silent.
+    max_chunks: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 16:
             raise ConfigError(f"chunk size must be at least 16 tokens, got {self.max_tokens}")
         if not 0 <= self.overlap_tokens < self.max_tokens // 2:
             raise ConfigError("chunk overlap must be >= 0 and less than half the chunk size")
+        if self.max_chunks is not None and (isinstance(self.max_chunks, bool)
+                                            or not isinstance(self.max_chunks, int) or self.max_chunks < 1):
+            raise ConfigError(f"max chunks per document must be a positive integer, got {self.max_chunks!r}")
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,16 @@ class Chunker:
         self._spans = token_spans
         self.config = config
 
+    def _fill(self, text: str, span: TextSpan, budget: int) -> TextSpan:
+        """The last chunk kept by ``max_chunks``, extended to the full window at a token
+        boundary: past that point the text is cut anyway, so give the model all it can see."""
+        room = budget - span.tokens
+        rest = text[span.end:]
+        offsets = self._spans([rest])[0][:room] if room > 0 and rest.strip() else []
+        if not offsets:
+            return span
+        return TextSpan(span.start, span.end + offsets[-1][1], span.tokens + len(offsets))
+
     def __call__(self, doc: Document) -> list[Chunk]:
         cfg = self.config
         title = doc.title
@@ -169,6 +186,10 @@ class Chunker:
                 title_tokens = len(title_offs)
         budget = cfg.max_tokens - cfg.special_tokens - title_tokens
         spans = plan_chunks(doc.text, self._spans, budget, cfg.overlap_tokens)
+        dropped = 0
+        if cfg.max_chunks is not None and len(spans) > cfg.max_chunks:
+            dropped, spans = len(spans) - cfg.max_chunks, spans[:cfg.max_chunks]
+            spans[-1] = self._fill(doc.text, spans[-1], budget)
         out: list[Chunk] = []
         for n, span in enumerate(spans):
             text = doc.text[span.start:span.end]
@@ -185,6 +206,7 @@ class Chunker:
                     "content_hash": content_hash(doc.title, text),
                     "metadata": dict(doc.metadata),
                     "tokens": span.tokens + title_tokens + cfg.special_tokens,
+                    "chunks_dropped": dropped,
                 },
             ))
         return out

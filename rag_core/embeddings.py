@@ -209,7 +209,7 @@ class EmbeddingConfig:
 
     model: str = DEFAULT_EMBEDDING_MODEL
     backend: Backend = "torch"
-    batch_size: int = 64
+    batch_size: int = 32
     normalize: bool = True
     max_seq_length: int | None = 256
     threads: int | None = None

@@ -22,8 +22,11 @@ catalog record once (model, dimension, metadata field kinds, algorithm), pinning
 the version the alias serves at that moment, so every question of a run is
 answered from one version. ``__call__`` sends all KNN queries of a batch in one
 redis-py pipeline (the vector travels as a query parameter, never in the query
-text) and retries connection errors with bounded backoff before raising
-:class:`~rag_core.errors.RedisUnavailableError`. ``__exit__`` closes the client.
+text) behind an ``FT.INFO`` probe (a batch waits, bounded, while RediSearch re-indexes
+after a restart, instead of silently searching half an index), and retries connection
+errors with bounded backoff before raising :class:`~rag_core.errors.RedisUnavailableError`
+(or, with ``on_unavailable="report"``, answering each request with the error for the
+pipeline to dead-letter). ``__exit__`` closes the client.
 
 Beam runs ``__call__`` in a worker thread where Beam metrics are not recorded, so
 the latency travels with the response and the pipeline records it after the join.
@@ -37,7 +40,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union, cast
 
 import numpy as np
 from apache_beam.transforms.enrichment import EnrichmentSourceHandler
@@ -52,6 +55,7 @@ from rag_core.types import Chunk
 
 __all__ = [
     "ENRICHMENT_KEY",
+    "ERROR_KEY",
     "RETRIEVAL_KEY",
     "FILTER_KEY",
     "RETRIEVAL_MODES",
@@ -75,6 +79,9 @@ VECTOR_FIELD = "embedding"
 DISTANCE_FIELD = "vector_distance"
 _HIT_FIELDS = ("chunk_id", "doc_id", "title", "chunk_index")
 MAX_TOP_K = 1000
+ON_UNAVAILABLE = ("raise", "report")
+# Set in a response by on_unavailable="report" when the batch's search failed.
+ERROR_KEY = "error"
 # HNSW EF_RUNTIME used when none is asked for: at least this (and 2 * top_k), even when
 # the index's stored default is lower. Redis' default of 10 misses the true nearest
 # neighbour even in small indexes (measured: 56 chunks, 4 facts among 52 look-alike
@@ -111,6 +118,18 @@ class RedisSearchConfig:
             connection errors and timeouts.
         min_batch_size / max_batch_size: Beam ``BatchElements`` bounds: questions
             per Redis round trip.
+        on_unavailable: what a batch does when Redis stays unreachable through every
+            retry. ``"raise"`` (in-process callers): :class:`RedisUnavailableError`.
+            ``"report"`` (batch pipelines, which must not lose the other questions):
+            each request gets no hits and ``"error"`` = the reason, for the pipeline to
+            dead-letter; while Redis is known down (within ``circuit_open_s`` of the last
+            failure) later batches try once, without the backoff, so a dead server costs
+            one connection attempt per batch rather than the whole retry budget.
+        circuit_open_s: how long a failure after all retries keeps the fast path on.
+        reindex_wait_s: while RediSearch re-indexes (e.g. after a restart), wait up to
+            this long before searching: a search during the re-index silently misses
+            documents. Past it the batch fails as unavailable (dead-lettered under
+            ``"report"``).
     """
 
     connection: RedisConnection
@@ -127,6 +146,9 @@ class RedisSearchConfig:
     max_backoff_s: float = 2.0
     min_batch_size: int = 1
     max_batch_size: int = 32
+    on_unavailable: str = "raise"
+    circuit_open_s: float = 30.0
+    reindex_wait_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.connection, RedisConnection):
@@ -154,6 +176,14 @@ class RedisSearchConfig:
         _positive_int("max_batch_size", self.max_batch_size)
         if self.max_batch_size < self.min_batch_size:
             raise ConfigError("max_batch_size must be >= min_batch_size")
+        if self.on_unavailable not in ON_UNAVAILABLE:
+            raise ConfigError(
+                f"on_unavailable must be one of {', '.join(ON_UNAVAILABLE)}, got {self.on_unavailable!r}")
+        for name in ("circuit_open_s", "reindex_wait_s"):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or value < 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
 
     def worst_case_seconds(self) -> float:
         """An upper bound on one batch's time when Redis is down: a timeout for
@@ -262,6 +292,18 @@ def dense_search_args(request: Chunk, info: IndexInfo, config: RedisSearchConfig
     for key, value in query.params.items():
         params += [key, value]
     return [info.index, *query.get_args(), "PARAMS", len(params), *params]
+
+
+def _indexing_state(reply: Any) -> tuple[bool, float]:
+    """``(indexing, percent_indexed)`` from a raw RESP2 ``FT.INFO`` reply (a flat key/value list)."""
+    if isinstance(reply, dict):
+        fields = reply
+    else:
+        items = list(reply or [])
+        fields = {_text(k): v for k, v in zip(items[::2], items[1::2])}
+    indexing = bool(int(float(_text(fields.get("indexing", 0)) or 0)))
+    percent = float(_text(fields.get("percent_indexed", 1)) or 0)
+    return indexing, percent
 
 
 def _text(value: Any) -> str:
@@ -389,6 +431,7 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
         self._mode = RETRIEVAL_MODES[config.retrieval]
         self._client: Any = None
         self._info: IndexInfo | None = None
+        self._down_since: float | None = None  # monotonic time of the last exhausted retry budget
         # Read by Beam's Enrichment: hand (request, response) to join_fn as they are.
         self.use_custom_types = True
         self.join_fn = join_hits
@@ -414,6 +457,7 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
         state = dict(self.__dict__)
         state["_client"] = None
         state["_info"] = None
+        state["_down_since"] = None
         return state
 
     def _load_info(self, client: Any) -> IndexInfo:
@@ -453,7 +497,15 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
                   for r in requests]
         commands = [args for group in groups for args in group]
         started = time.perf_counter()
-        replies = self._with_retries("searching", lambda: self._round_trip(commands))
+        try:
+            replies = self._search_with_breaker(commands)
+        except RedisUnavailableError as exc:
+            if self.config.on_unavailable == "raise":
+                raise
+            failed = {"hits": [], "index": info.index, ERROR_KEY: str(exc),
+                      "latency_ms": (time.perf_counter() - started) * 1000.0, "batch_size": len(requests)}
+            pairs = [(req, dict(failed)) for req in requests]
+            return pairs if isinstance(request, list) else pairs[0]
         latency_ms = (time.perf_counter() - started) * 1000.0
         pairs = []
         end = 0
@@ -464,30 +516,74 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
                                 "batch_size": len(requests)}))
         return pairs if isinstance(request, list) else pairs[0]
 
-    def _round_trip(self, commands: list[list[Any]]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for args in commands:
-            pipe.execute_command(self._mode.command, *args)
-        return list(pipe.execute())
+    def _search_with_breaker(self, commands: list[list[Any]]) -> list[Any]:
+        """The round trip with retries; one attempt only while Redis is known down."""
+        cfg = self.config
+        known_down = (cfg.on_unavailable == "report" and self._down_since is not None
+                      and time.monotonic() - self._down_since < cfg.circuit_open_s)
+        try:
+            replies = self._with_retries("searching", lambda: self._round_trip(commands),
+                                         retries=0 if known_down else None)
+        except RedisUnavailableError as exc:
+            if not known_down:
+                self._down_since = time.monotonic()
+                raise
+            down_for = time.monotonic() - cast(float, self._down_since)
+            raise RedisUnavailableError(f"{exc} (failing for {down_for:.1f} s, since a full retry budget of "
+                                        f"{cfg.max_retries + 1} attempts ran out, so this batch tried once)") from None
+        self._down_since = None
+        return replies
 
-    def _with_retries(self, what: str, fn: Callable[[], Any]) -> Any:
+    def _round_trip(self, commands: list[list[Any]]) -> list[Any]:
+        """One pipelined round trip: an ``FT.INFO`` probe, then the searches.
+
+        A restarted Redis replays its data and RediSearch re-indexes it in the
+        background; searches meanwhile return partial results without any error, and
+        redis-py reconnects transparently, so nothing else would notice. Redis runs the
+        pipeline in order, so a probe saying "fully indexed" covers the searches after
+        it; otherwise the replies are dropped and the batch waits for the re-index
+        (bounded by ``reindex_wait_s``) and is searched again.
+        """
+        index = self.index_info.index
+        deadline: float | None = None
+        while True:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.execute_command("FT.INFO", index)
+            for args in commands:
+                pipe.execute_command(self._mode.command, *args)
+            replies = list(pipe.execute())
+            indexing, percent = _indexing_state(replies[0])
+            if not indexing and percent >= 1.0:
+                return replies[1:]
+            if deadline is None:
+                _LOG.warning("Index %s is re-indexing (%.0f%%); waiting before searching it", index, percent * 100)
+                deadline = time.monotonic() + self.config.reindex_wait_s
+            if time.monotonic() >= deadline:
+                raise RedisUnavailableError(
+                    f"Index {index} in Redis at {self.config.connection.safe_url} is still re-indexing "
+                    f"({percent:.0%} after {self.config.reindex_wait_s:g} s, e.g. after a restart); "
+                    f"searching it now would miss documents")
+            time.sleep(0.05)
+
+    def _with_retries(self, what: str, fn: Callable[[], Any], retries: int | None = None) -> Any:
         import redis
 
         cfg = self.config
+        retries = cfg.max_retries if retries is None else retries
         delay = cfg.backoff_s
-        for attempt in range(cfg.max_retries + 1):
+        for attempt in range(retries + 1):
             try:
                 return fn()
             except redis.AuthenticationError:
                 raise RedisUnavailableError(
                     f"Redis at {cfg.connection.safe_url} refused the credentials") from None
             except (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError) as exc:
-                if attempt == cfg.max_retries:
+                if attempt == retries:
                     raise RedisUnavailableError(
                         f"{what.capitalize()} in Redis at {cfg.connection.safe_url} failed after "
-                        f"{attempt + 1} attempts: {type(exc).__name__}") from None
+                        f"{attempt + 1} attempt{'s' if attempt else ''}: {type(exc).__name__}") from None
                 _LOG.warning("Redis %s failed (%s); retry %d/%d in %.2fs", what, type(exc).__name__,
-                             attempt + 1, cfg.max_retries, delay)
+                             attempt + 1, retries, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, cfg.max_backoff_s)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -265,6 +265,7 @@ class TestRefusals:
         ({"top_k": 0}, "top_k"), ({"top_k": 5000}, "top_k"), ({"retrieval": "sparse"}, "retrieval"),
         ({"score_threshold": float("nan")}, "score_threshold"), ({"ef_runtime": 0}, "ef_runtime"),
         ({"index": "bad name"}, "Invalid index name"), ({"max_batch_size": 0}, "max_batch_size"),
+        ({"on_unavailable": "ignore"}, "on_unavailable"), ({"circuit_open_s": -1.0}, "circuit_open_s"),
     ])
     def test_invalid_config(self, redis_conn, kwargs: dict[str, Any], match: str) -> None:
         base: dict[str, Any] = {"connection": redis_conn, "index": "docs"}

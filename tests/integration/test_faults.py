@@ -346,6 +346,105 @@ def test_redis_restarted_during_question_answering_is_retried_and_every_question
         assert len(rows) == n and all(row["sources"] for row in rows)
 
 
+def test_redis_killed_for_good_during_question_answering_dead_letters_the_unanswered(tmp_path: Path) -> None:
+    n = 40
+    with dedicated_redis(tmp_path / "redis") as server:
+        _build_qa_index(server, tmp_path, "qa", 20)
+        crash = Crash(server, after=8, restart_after_s=None, measure=search_count)
+        crash.start()
+        output, dead = tmp_path / "answers.jsonl", tmp_path / "dead.jsonl"
+        started = time.monotonic()
+        try:
+            summary = query.run(["--input", str(_questions(tmp_path, n)), "--output", str(output), "--index", "qa",
+                                 "--redis-url", server.url, "--dead-letter", str(dead), *QA_FLAGS])
+        finally:
+            crash.stop()
+        elapsed = time.monotonic() - started
+        assert crash.error is None and crash.grown_at_kill is not None
+    assert summary["questions_read"] == n and summary["reconciled"] is True
+    answered = {json.loads(line)["id"] for line in output.read_text().splitlines()}
+    letters = [DeadLetter.from_json(line) for line in dead.read_text().splitlines()]
+    dead_ids = {d.id for d in letters}
+    assert 0 < len(answered) < n and summary["questions_answered"] == len(answered)
+    assert summary["questions_dead_lettered"] == len(letters) == len(dead_ids) == n - len(answered)
+    assert answered.isdisjoint(dead_ids) and answered | dead_ids == {f"q{i:03d}" for i in range(n)}
+    for letter in letters:
+        assert letter.stage == "retrieve" and letter.reason.startswith("retrieval failed: ")
+        assert f"Redis at {server.url}" in letter.reason and "attempt" in letter.reason
+        assert letter.excerpt.startswith("Which note describes")
+    # The circuit breaker: after one full retry budget, later batches try once each
+    # instead of waiting out the backoff again (10 batches of 4 would take > 30 s).
+    assert sum("tried once" in d.reason for d in letters) > 0
+    assert elapsed < 60
+
+def _question_chunk(text: str) -> Any:
+    from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer
+    from rag_core.types import Chunk, Content, Embedding
+
+    config = EmbeddingConfig()
+    vector = embed_texts(load_sentence_transformer(config), [text], config)[0]
+    return Chunk(content=Content(text=text), id="q", embedding=Embedding(dense_embedding=vector.tolist()))
+
+
+def _reindex_in_background(client: Any, alias: str, fillers: int) -> str:
+    """Drop the live index (keeping its hashes), pad it with ``fillers`` more, and recreate it:
+    RediSearch then re-indexes in the background, as after a restart of a big instance
+    (redis-py reconnects transparently, so a client sees no error at all)."""
+    import numpy as np
+
+    catalog = IndexCatalog(client, alias)
+    record = catalog.current()
+    prefix = f"beamrag:{alias}:{record.version}:"
+    rng = np.random.default_rng(0)
+    pipe = client.pipeline(transaction=False)
+    for i in range(fillers):
+        vector = rng.standard_normal(384).astype(np.float32)
+        pipe.hset(f"{prefix}filler{i}#0", mapping={
+            "text": f"filler {i}", "doc_id": f"filler{i}", "chunk_id": f"filler{i}#0", "chunk_index": 0,
+            "embedding": (vector / np.linalg.norm(vector)).tobytes()})
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    client.execute_command("FT.DROPINDEX", record.index)  # drops its alias too
+    catalog.ensure_index(record, {})
+    client.execute_command("FT.ALIASUPDATE", alias, record.index)
+    return record.index
+
+
+def test_during_a_reindex_the_handler_waits_instead_of_searching_half_an_index(
+        tmp_path: Path) -> None:
+    from rag_core.enrichment import ERROR_KEY, RedisSearchConfig, RedisVectorSearchHandler
+    from rag_core.store.catalog import ft_info
+    from rag_core.store.connection import RedisConnection
+
+    request = _question_chunk("Which note describes volcanoes number 8?")
+    with dedicated_redis(tmp_path / "redis") as server:
+        _build_qa_index(server, tmp_path, "qa", 20)
+        client = raw_client(server, socket_timeout=30.0)
+        connection = RedisConnection.from_url(server.url)
+        patient = RedisVectorSearchHandler(RedisSearchConfig(connection, "qa", top_k=3))
+        hasty = RedisVectorSearchHandler(RedisSearchConfig(connection, "qa", top_k=3, on_unavailable="report",
+                                                           reindex_wait_s=0.0))
+        try:
+            with patient, hasty:
+                assert patient(request)[1]["hits"][0]["doc_id"] == "doc0008"
+                index = _reindex_in_background(client, "qa", 15000)
+                assert int((ft_info(client, index) or {}).get("indexing", 0)) == 1
+                client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # a network blip
+                _, response = patient(request)  # reconnects silently, sees the re-index, waits
+                info = ft_info(client, index) or {}
+                assert int(info.get("indexing", 1)) == 0 and int(info["num_docs"]) == 15020
+                assert response["hits"][0]["doc_id"] == "doc0008" and ERROR_KEY not in response
+
+                _reindex_in_background(client, "qa", 15000)
+                client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+                _, response = hasty(request)  # no patience: reported, not answered from half an index
+                assert response["hits"] == [] and "still re-indexing" in response[ERROR_KEY]
+                assert f"Redis at {server.url}" in response[ERROR_KEY]
+        finally:
+            client.close()
+
+
 class _NoModel:
     """What the stand-in generator "loads" (Beam's model sharing needs a weak-referenceable object)."""
 

@@ -198,6 +198,19 @@ def test_upsert_is_idempotent_and_deletes_leftover_chunks(tmp_path, redis_url, r
     assert catalog.info()["num_docs"] == 3
 
 
+def test_max_chunks_per_doc_indexes_the_first_chunks_and_reports_the_cut(tmp_path, redis_url, redis_client,
+                                                                          index_name):
+    long_text = " ".join(f"Sentence number {i} talks about topic {i}." for i in range(120))
+    rows = DOCS[:2] + [{"id": "long", "title": "Long", "text": long_text}]
+    summary = run_ingest(redis_url, index_name, write_jsonl(tmp_path / "docs.jsonl", rows),
+                         "--max-chunks-per-doc", "1")
+    assert summary["documents_indexed"] == 3 and summary["chunks_written"] == 3
+    assert summary["documents_truncated"] == 1 and summary["chunks_dropped"] > 1
+    info = IndexCatalog(redis_client, index_name).info()
+    first = redis_client.hgetall(f"beamrag:{index_name}:{info['version']}:long#0")
+    assert first[b"chunk_count"] == b"1" and first[b"text"].startswith(b"Sentence number 0 talks")
+
+
 def test_upsert_refuses_a_different_model(tmp_path, redis_url, index_name):
     path = write_jsonl(tmp_path / "docs.jsonl", DOCS[:1])
     run_ingest(redis_url, index_name, path)

@@ -86,7 +86,22 @@ class TestChunker:
         assert [(c.id, c.metadata["content_hash"]) for c in chunker(doc)] == \
                [(c.id, c.metadata["content_hash"]) for c in chunker(doc)]
 
-    @pytest.mark.parametrize("kwargs", [{"max_tokens": 8}, {"overlap_tokens": 200}, {"overlap_tokens": -1}])
+    def test_max_chunks_keeps_the_first_chunks_and_counts_the_rest(self):
+        doc = Document(id="d", text=" ".join(f"Sentence {i} is here." for i in range(40)))
+        every = Chunker(word_spans, ChunkingConfig(max_tokens=20, overlap_tokens=0))(doc)
+        first = Chunker(word_spans, ChunkingConfig(max_tokens=20, overlap_tokens=0, max_chunks=2))(doc)
+        assert len(every) > 2 and first[0].content.text == every[0].content.text
+        # The last chunk kept fills the window: the next sentence's first words, cut at a token.
+        assert first[1].content.text.startswith(every[1].content.text.split(" Sentence")[0])
+        assert first[1].metadata["tokens"] == 20 and len(first[1].content.text.split()) == 18
+        assert all(c.metadata["chunks_dropped"] == len(every) - 2 and c.metadata["chunk_count"] == 2
+                   for c in first)
+        assert all(c.metadata["chunks_dropped"] == 0 for c in every)
+        short = Chunker(word_spans, ChunkingConfig(max_chunks=1))(Document(id="s", text="Short text."))
+        assert len(short) == 1 and short[0].metadata["chunks_dropped"] == 0
+
+    @pytest.mark.parametrize("kwargs", [{"max_tokens": 8}, {"overlap_tokens": 200}, {"overlap_tokens": -1},
+                                        {"max_chunks": 0}, {"max_chunks": True}, {"max_chunks": 1.5}])
     def test_invalid_config(self, kwargs):
         with pytest.raises(ConfigError):
             ChunkingConfig(**kwargs)

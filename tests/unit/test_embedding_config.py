@@ -66,7 +66,7 @@ class TestEmbeddingConfig:
     def test_defaults(self) -> None:
         config = EmbeddingConfig()
         assert (config.model, config.backend, config.batch_size, config.normalize) == (
-            DEFAULT_EMBEDDING_MODEL, "torch", 64, True)
+            DEFAULT_EMBEDDING_MODEL, "torch", 32, True)
         assert (config.max_seq_length, config.threads, config.cache_dir) == (256, None, None)
         assert config.resolved_model == resolve_embedding_model(DEFAULT_EMBEDDING_MODEL)
 
