@@ -122,6 +122,7 @@ def main() -> None:
         result.update(retrieval_ms_per_question_unbatched=round(statistics.median(unbatched), 3),
                       retrieval_ms_per_question_batched32=round(statistics.median(batched), 3))
 
+        print(json.dumps(result), file=sys.stderr, flush=True)  # partial results survive a later failure
         if not args.skip_memory:
             py = sys.executable
             common = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
@@ -133,18 +134,20 @@ def main() -> None:
                                                                          *common, *extra)],
                                  env=env, log=work / f"{label}.log")
                 mem[label] = r["peak_rss_mb_process_tree"]
-            one_copy = run_measured([py, "-c", "import json,resource;from rag_core.generation import *;"
-                                     "import rag_core.generation as g;"
-                                     "r0=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-                                     "g.load_generator(g.GeneratorConfig(large_model=False));"
-                                     "print(json.dumps({'model_mb':(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss-r0)/1024}))"],
+            # One copy's resident cost: weights may be memory-mapped and only become
+            # resident when used, so measure current RSS after one generation.
+            one_copy = run_measured([py, "-c", "import json;import rag_core.generation as g;"
+                                     "rss=lambda:int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])/1024;"
+                                     "r0=rss();c=g.GeneratorConfig(large_model=False,max_new_tokens=4);"
+                                     "m=g.load_generator(c);g.generate_batch(m,['Say hi.'],c);"
+                                     "print(json.dumps({'model_mb':rss()-r0}))"],
                                     env=env)
             model_mb = float(one_copy["model_mb"])
             on_cost = float(mem["large_model_on"]) - float(mem["retrieval_only"])  # type: ignore[arg-type]
             off_cost = float(mem["large_model_off"]) - float(mem["retrieval_only"])  # type: ignore[arg-type]
             result.update(memory_peak_mb=mem, one_model_copy_mb=round(model_mb, 1),
-                          large_model_on_cost_in_copies=round(on_cost / model_mb, 2),
-                          large_model_off_cost_in_copies=round(off_cost / model_mb, 2))
+                          large_model_on_cost_in_copies=round(on_cost / model_mb, 2) if model_mb > 0 else None,
+                          large_model_off_cost_in_copies=round(off_cost / model_mb, 2) if model_mb > 0 else None)
         print(json.dumps(result))
     finally:
         server.stop()
