@@ -85,6 +85,9 @@ class TestHandlerContract:
         assert kwargs["length_fn"] is prompt_length
         assert kwargs["bucket_boundaries"] == [32, 256]
         assert "max_batch_duration_secs" not in kwargs  # stateful batching is opt-in
+        # By default batches are full: Beam's adaptive sizing would start (and stay) near 1.
+        default = GeneratorModelHandler(GeneratorConfig(batch_size=6)).batch_elements_kwargs()
+        assert default["min_batch_size"] == default["max_batch_size"] == 6
         assert prompt_length("x" * 400) == 101
 
     def test_picklable_before_load(self) -> None:
