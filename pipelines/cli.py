@@ -43,6 +43,21 @@ def unwrap_error(exc: BaseException) -> BeamRagError | None:
     return None
 
 
+def run_as_command(run: Callable[[Sequence[str] | None], dict[str, Any]], argv: Sequence[str] | None) -> None:
+    """``python -m pipelines.<x>``: run, print the summary as JSON; our errors become
+    one ``beam-rag: error: ...`` line and exit code 2, anything else a traceback."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        summary = run(argv)
+    except Exception as exc:  # the command boundary: one clear message, not a traceback
+        ours = unwrap_error(exc)
+        if ours is None:
+            raise
+        print(f"beam-rag: error: {ours}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    print(json.dumps(summary))
+
+
 def _connection(args: argparse.Namespace) -> Any:
     from apache_beam.options.pipeline_options import PipelineOptions
 

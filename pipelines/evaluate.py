@@ -354,16 +354,7 @@ def _progress(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from pipelines.cli import EXIT_ERROR, unwrap_error
+    from pipelines.cli import run_as_command
 
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        summary = run(argv)
-    except Exception as exc:  # the command boundary: one clear message, not a traceback
-        ours = unwrap_error(exc)
-        if ours is None:
-            raise
-        print(f"beam-rag: error: {ours}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
-    print(json.dumps(summary))
+    run_as_command(run, argv)
 

@@ -50,7 +50,6 @@ if __name__ == "__main__":
 import csv
 import io
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -828,20 +827,11 @@ def wants_help(argv: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> None:
     import sys
 
-    from pipelines.cli import EXIT_ERROR, unwrap_error
+    from pipelines.cli import run_as_command
 
     args = list(sys.argv[1:] if argv is None else argv)
     if wants_help(args):
         print_help()
         return
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        summary = run(args)
-    except Exception as exc:  # the command boundary: one clear message, not a traceback
-        ours = unwrap_error(exc)
-        if ours is None:
-            raise
-        print(f"beam-rag: error: {ours}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
-    print(json.dumps(summary))
+    run_as_command(run, args)
 
