@@ -167,9 +167,9 @@ class _PublishFn(beam.DoFn):
 
 
 def default_dead_letter_path(layout: IndexLayout) -> str:
-    from rag_core.store.local_server import default_home
+    from rag_core.paths import dead_letter_dir
 
-    return str(default_home() / "dead-letters" / f"{layout.alias}-{layout.version}.jsonl")
+    return str(dead_letter_dir() / f"{layout.alias}-{layout.version}.jsonl")
 
 
 def plan_ingest(options: PipelineOptions) -> IngestPlan:

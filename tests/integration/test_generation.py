@@ -16,18 +16,17 @@ from rag_core.errors import ConfigError, ModelNotAvailableError
 from rag_core.generation import (
     DEFAULT_GENERATOR,
     LOAD_LOG_ENV,
-    SMOLLM2_CACHE_NAME,
     GeneratorConfig,
     GeneratorModelHandler,
     LoadedGenerator,
-    default_cache_dir,
-    ensure_smollm2_cached,
     generate_batch,
     load_generator,
     prompt_length,
     resolve_generator,
 )
+from rag_core.paths import cache_dir
 from rag_core.prompt import Passage, PromptBuilder, PromptConfig
+from rag_core.smollm2 import SMOLLM2_CACHE_NAME, ensure_smollm2_cached
 
 T5_PROMPTS = [
     "Where is the Eiffel Tower?",
@@ -100,20 +99,13 @@ class TestHandlerContract:
 class TestResolution:
     def test_smollm2_resolves_to_the_cached_conversion(self) -> None:
         path = Path(resolve_generator("smollm2"))
-        assert path == ensure_smollm2_cached() == default_cache_dir() / SMOLLM2_CACHE_NAME
+        assert path == ensure_smollm2_cached() == cache_dir() / SMOLLM2_CACHE_NAME
         assert (path / "config.json").is_file() and (path / "tokenizer.json").is_file()
         assert resolve_generator(DEFAULT_GENERATOR) == str(path) == resolve_generator(None)
 
     def test_other_names_pass_through(self, tmp_path: Path) -> None:
         assert resolve_generator("google/flan-t5-small") == "google/flan-t5-small"
         assert resolve_generator(str(tmp_path)) == str(tmp_path)
-
-    def test_cache_dir_env(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("BEAM_RAG_CACHE_DIR", str(tmp_path / "c"))
-        assert default_cache_dir() == tmp_path / "c"
-        monkeypatch.delenv("BEAM_RAG_CACHE_DIR")
-        monkeypatch.setenv("BEAM_RAG_HOME", str(tmp_path / "home"))
-        assert default_cache_dir() == tmp_path / "home" / "models"
 
     def test_incomplete_cache_folder_is_an_error(self, tmp_path: Path) -> None:
         (tmp_path / SMOLLM2_CACHE_NAME).mkdir()

@@ -23,8 +23,9 @@ from redis.commands.search.index_definition import IndexDefinition, IndexType
 from redis.retry import Retry
 
 from rag_core.errors import ConfigError, LocalRedisError
+from rag_core.paths import beam_rag_home
 from rag_core.store import local_server
-from rag_core.store.local_server import DEFAULT_PORT, LocalRedis, default_home, ensure_running
+from rag_core.store.local_server import DEFAULT_PORT, LocalRedis, ensure_running
 
 MakeServer = Callable[..., LocalRedis]
 
@@ -256,7 +257,7 @@ def test_password_is_required_and_kept_out_of_the_url(make_server: MakeServer) -
 def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("BEAM_RAG_REDIS_PORT", raising=False)
     monkeypatch.setenv("BEAM_RAG_HOME", str(tmp_path / "home"))
-    assert default_home() == tmp_path / "home"
+    assert beam_rag_home() == tmp_path / "home"
     assert LocalRedis().data_dir == (tmp_path / "home" / "redis").resolve()
     assert LocalRedis().port == DEFAULT_PORT
     monkeypatch.setenv("BEAM_RAG_REDIS_PORT", "7001")
@@ -265,4 +266,4 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="BEAM_RAG_REDIS_PORT"):
         LocalRedis()
     monkeypatch.delenv("BEAM_RAG_HOME")
-    assert default_home() == Path.home() / ".beam-rag"
+    assert beam_rag_home() == Path.home() / ".beam-rag"

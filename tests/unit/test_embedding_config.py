@@ -1,5 +1,5 @@
 """rag_core.embeddings: config validation, model-name resolution, dimensions read from
-model folders, cache locations and the Beam step's wiring. Pure: no model is loaded
+model folders, the ONNX export's files and the Beam step's wiring. Pure: no model is loaded
 (the real-model tests are in tests/integration/test_embeddings.py)."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-import rag_core.embeddings as emb
+import rag_core.embeddings.models
+import rag_core.embeddings.transform
 from rag_core.embeddings import (
-    BACKENDS, DEFAULT_EMBEDDING_MODEL, EmbeddingConfig, OnnxExport, SentenceTransformerHandler,
-    canonical_model_name, default_cache_dir, default_threads, embedding_dimension, embedding_transform,
+    BACKENDS, DEFAULT_EMBEDDING_MODEL, EmbeddingBackend, EmbeddingConfig, OnnxExport, SentenceTransformerHandler,
+    available_cpus, canonical_model_name, default_threads, embedding_dimension, embedding_transform,
     packaged_model_path, resolve_embedding_model,
 )
 from rag_core.errors import ConfigError
@@ -34,7 +35,7 @@ class TestResolveEmbeddingModel:
     @pytest.mark.parametrize("name", [DEFAULT_EMBEDDING_MODEL, "all-MiniLM-L6-v2"])
     def test_default_names_fall_back_to_the_hub_id_without_the_package(
             self, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(emb, "packaged_model_path", lambda: None)
+        monkeypatch.setattr(rag_core.embeddings.models, "packaged_model_path", lambda: None)
         assert resolve_embedding_model(name) == DEFAULT_EMBEDDING_MODEL
 
     @pytest.mark.parametrize("name", [
@@ -74,6 +75,13 @@ class TestEmbeddingConfig:
     def test_backend_family(self, backend: str, family: str) -> None:
         assert EmbeddingConfig(backend=backend).backend_family == family  # type: ignore[arg-type]
 
+    def test_backend_is_an_enum_that_reads_as_its_value(self) -> None:
+        config = EmbeddingConfig(backend="onnx-int8")  # type: ignore[arg-type]
+        assert config.backend is EmbeddingBackend.ONNX_INT8
+        assert config == EmbeddingConfig(backend=EmbeddingBackend.ONNX_INT8)
+        assert f"{config.backend}" == "onnx-int8" and config.backend == "onnx-int8"
+        assert BACKENDS == ("torch", "onnx", "onnx-int8")
+
     def test_every_backend_has_a_family(self) -> None:
         assert {EmbeddingConfig(backend=b).backend_family for b in BACKENDS} == {"fp32", "int8"}
 
@@ -85,7 +93,7 @@ class TestEmbeddingConfig:
     @pytest.mark.parametrize("field", ["batch_size", "max_seq_length", "threads"])
     @pytest.mark.parametrize("value", [0, -1, 1.5, "8", True])
     def test_counts_must_be_positive_integers(self, field: str, value: object) -> None:
-        with pytest.raises(ConfigError, match=f"{field} must be a positive integer"):
+        with pytest.raises(ConfigError, match=f"{field} must be an int >= 1"):
             EmbeddingConfig(**{field: value})  # type: ignore[arg-type]
 
     def test_optional_counts_accept_none(self) -> None:
@@ -201,9 +209,9 @@ class TestEmbeddingDimension:
         assert embedding_dimension(EmbeddingConfig(model=str(folder))) == 72
 
 
-class TestThreadsAndCache:
+class TestThreadsAndExportFiles:
     def test_cores_are_divided_between_workers(self) -> None:
-        cores = emb.available_cpus()
+        cores = available_cpus()
         assert cores >= 1
         assert default_threads() == cores
         assert default_threads(workers=2) == max(1, cores // 2)
@@ -211,17 +219,8 @@ class TestThreadsAndCache:
 
     @pytest.mark.parametrize("workers", [0, -2])
     def test_workers_must_be_positive(self, workers: int) -> None:
-        with pytest.raises(ConfigError, match="workers must be a positive integer"):
+        with pytest.raises(ConfigError, match="workers must be an int >= 1"):
             default_threads(workers)
-
-    def test_cache_dir_precedence(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("BEAM_RAG_CACHE_DIR", str(tmp_path / "cache"))
-        monkeypatch.setenv("BEAM_RAG_HOME", str(tmp_path / "home"))
-        assert default_cache_dir() == tmp_path / "cache"
-        monkeypatch.delenv("BEAM_RAG_CACHE_DIR")
-        assert default_cache_dir() == tmp_path / "home" / "models"
-        monkeypatch.delenv("BEAM_RAG_HOME")
-        assert default_cache_dir() == Path.home() / ".beam-rag" / "models"
 
     def test_onnx_export_files(self, tmp_path: Path) -> None:
         export = OnnxExport(tmp_path, exported=False)
@@ -252,14 +251,14 @@ class TestBeamWiring:
 
     @pytest.mark.parametrize("kwargs", [{"workers": 0}, {"sort_window": 0}])
     def test_bad_counts(self, kwargs: dict) -> None:
-        with pytest.raises(ConfigError, match="must be a positive integer"):
+        with pytest.raises(ConfigError, match="must be an int >= 1"):
             embedding_transform(EmbeddingConfig(), **kwargs)
 
     @pytest.mark.parametrize("flags, workers", [
         ([], 1),
         (["--direct_num_workers=4"], 1),  # in_memory runs one model copy
         (["--direct_num_workers=3", "--direct_running_mode=multi_processing"], 3),
-        (["--direct_num_workers=0", "--direct_running_mode=multi_threading"], emb.available_cpus()),
+        (["--direct_num_workers=0", "--direct_running_mode=multi_threading"], available_cpus()),
     ])
     def test_workers_from_direct_runner_flags(self, flags: list[str], workers: int) -> None:
-        assert emb._workers_from_options(PipelineOptions(flags)) == workers
+        assert rag_core.embeddings.transform._workers_from_options(PipelineOptions(flags)) == workers

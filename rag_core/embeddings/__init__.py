@@ -1,0 +1,42 @@
+"""Embedding models: name resolution, inference backends, and the Beam embedding step.
+
+One :class:`EmbeddingConfig` says which model embeds text and how. The same config
+embeds the chunks at build time (:func:`embedding_transform`, a Beam ``MLTransform``
+step) and the questions at query time (:func:`load_sentence_transformer` plus
+:func:`embed_texts`, in process), and :meth:`EmbeddingConfig.describe` is what the
+index stores so the two sides can be checked against each other.
+
+Modules: ``models`` (names, the packaged model), ``config`` (the config and its
+backends), ``threads``, ``onnx_export`` (the cached ONNX export), ``onnx_model`` (the
+ONNX Runtime module), ``loading`` (load and embed in process), ``transform`` (Beam).
+"""
+
+from rag_core.embeddings.config import BACKENDS, EmbeddingBackend, EmbeddingConfig
+from rag_core.embeddings.loading import embed_texts, embedding_dimension, load_sentence_transformer
+from rag_core.embeddings.models import (
+    DEFAULT_EMBEDDING_MODEL, canonical_model_name, packaged_model_path, resolve_embedding_model,
+)
+from rag_core.embeddings.onnx_export import OnnxExport, ensure_onnx_export
+from rag_core.embeddings.onnx_model import OnnxTransformerModel
+from rag_core.embeddings.threads import available_cpus, default_threads
+from rag_core.embeddings.transform import SentenceTransformerHandler, embedding_transform
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_EMBEDDING_MODEL",
+    "EmbeddingBackend",
+    "EmbeddingConfig",
+    "OnnxExport",
+    "OnnxTransformerModel",
+    "SentenceTransformerHandler",
+    "available_cpus",
+    "canonical_model_name",
+    "default_threads",
+    "embed_texts",
+    "embedding_dimension",
+    "embedding_transform",
+    "ensure_onnx_export",
+    "load_sentence_transformer",
+    "packaged_model_path",
+    "resolve_embedding_model",
+]
