@@ -1,4 +1,5 @@
-"""A cross-process file lock for the model caches (ONNX exports, the converted SmolLM2)."""
+"""A cross-process file lock: the model caches (:func:`rag_core.paths.build_cached_folder`) and
+the local Redis's start/stop (:mod:`rag_core.store.local_server`)."""
 
 from __future__ import annotations
 
