@@ -10,7 +10,7 @@ budget, in reading order so the prompt still reads naturally.
 character offsets, so every selected sentence can be checked against its passage.
 A ``.`` ends a sentence only when whitespace and then a character that is not a
 lower-case letter follow, and the word before it is not a known abbreviation
-("Mr.", "e.g.", "approx."), a dotted acronym ("U.S.") or an initial ("J."). The
+("Mr.", "e.g.", "approx.", "No." before a number), a dotted acronym ("U.S.") or an initial ("J."). The
 trade-off: "vitamin D. It" and "the U.S. The" stay one sentence. CJK and other
 full stops (``。！？``, ``।``, ``؟``) end a sentence with no space after them. A blank
 line always ends one; a single newline does too unless the next line starts with a
@@ -38,6 +38,7 @@ from rag_core.validation import check_int, check_number, is_number
 
 __all__ = [
     "ABBREVIATIONS",
+    "NUMBER_ABBREVIATIONS",
     "Selection",
     "Span",
     "select_sentences",
@@ -45,11 +46,14 @@ __all__ = [
     "split_sentences",
 ]
 
-# Words (lower case, without the final ".") after which a "." never ends a sentence.
+# Words (lower case, without the final ".") after which a "." never ends a sentence ...
 ABBREVIATIONS = frozenset(
     "mr mrs ms mx dr prof st sr jr mt ft rev hon gen col lt sgt capt gov sen rep "
-    "vs cf fig figs eq eqs no nos vol vols pp ch sec approx ca al ed eds est dept "
-    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+    "vs cf approx ca al eds dept".split()
+)
+# ... and ones that are abbreviations only before a number ("No. 5", "Jan. 5"; but "No. It is").
+NUMBER_ABBREVIATIONS = frozenset(
+    "no nos fig figs eq eqs vol vols pp ch sec art jan feb mar apr jun jul aug sep sept oct nov dec".split()
 )
 # Full stops that need whitespace after them (Latin, Cyrillic, Greek, ...) and ones that do not.
 _SPACED = ".!?…"
@@ -82,10 +86,11 @@ def _word_before(text: str, index: int) -> str:
     return text[start:index].lstrip(_OPENERS)
 
 
-def _ends_at_period(text: str, index: int) -> bool:
+def _ends_at_period(text: str, index: int, next_char: str) -> bool:
     """Whether the single ``.`` at ``index`` may end a sentence (not an abbreviation or initial)."""
     word = _word_before(text, index)
-    if word.lower() in ABBREVIATIONS or _DOTTED.fullmatch(word):
+    lower = word.lower()
+    if lower in ABBREVIATIONS or _DOTTED.fullmatch(word) or (lower in NUMBER_ABBREVIATIONS and next_char.isdigit()):
         return False
     return not (len(word) == 1 and word.isupper())
 
@@ -128,9 +133,9 @@ def sentence_boundaries(text: str, *, final: bool = True, hard_newlines: bool = 
             continue
         if m.end() < n and not text[m.end()].isspace():
             continue  # "3.5", "e.g.,", "example.com"
-        if stop == "." and not _ends_at_period(text, m.start()):
-            continue
         k = _skip_space(text, m.end())
+        if stop == "." and not _ends_at_period(text, m.start(), text[k:k + 1]):
+            continue
         if k == n:
             if final:
                 yield m.end()
@@ -174,7 +179,8 @@ def _line_start(text: str, index: int) -> int:
 
 
 def _skip_space(text: str, index: int) -> int:
-    return _NEXT.match(text, index).end()  # type: ignore[union-attr]
+    m = _NEXT.match(text, index)  # "\s*" always matches
+    return m.end() if m else index
 
 
 def _bullets(text: str) -> dict[int, int]:
