@@ -168,8 +168,8 @@ def snap_to_span(
 
     Over every window of at most ``max_span_tokens`` passage tokens that starts and ends
     on an answer content word, maximise token F1 of the window's words against the
-    answer's content words (stopwords and question words in the window are neutral); ties go to the shorter span, then the
-    earlier passage, then the earlier position.
+    answer's content words (stopwords and question words in the window are neutral);
+    ties go to the shorter span, then the earlier passage, then the earlier position.
 
     Args:
         answer: The generated answer.

@@ -35,6 +35,9 @@ class TestSplitSentences:
             ("See Fig. 3 and No. 5. Done.", ["See Fig. 3 and No. 5.", "Done."]),
             ("Approx. 5 people came.", ["Approx. 5 people came."]),
             ("Born Jan. 5, 1990. Died.", ["Born Jan. 5, 1990.", "Died."]),
+            ("The answer is no. It is not.", ["The answer is no.", "It is not."]),
+            ("No. The tower is taller.", ["No.", "The tower is taller."]),
+            ("Born in Jan. He died in Dec. 1990.", ["Born in Jan.", "He died in Dec. 1990."]),
             # numbers and things that are not ends
             ("It costs 3.5 dollars. Cheap.", ["It costs 3.5 dollars.", "Cheap."]),
             ("Pi is 3.14159 and e is 2.718.", ["Pi is 3.14159 and e is 2.718."]),
