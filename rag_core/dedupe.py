@@ -63,6 +63,10 @@ def pick_one(key: str, elements: Iterable[Any], keep: Keep, letter: DuplicateLet
     yield winner
 
 
+def _pick_grouped(group: tuple[str, Iterable[Any]], keep: Keep, letter: DuplicateLetter) -> Iterator[Any]:
+    return pick_one(group[0], group[1], keep, letter)
+
+
 class DeduplicateById(beam.PTransform):
     """``elements → (unique, dead_letter)``: one element per ``id``, chosen by ``keep``.
 
@@ -80,5 +84,5 @@ class DeduplicateById(beam.PTransform):
         return (elements
                 | "KeyById" >> beam.Map(lambda e: (e.id, e))
                 | "GroupById" >> beam.GroupByKey()
-                | "PickOne" >> beam.FlatMapTuple(pick_one, self.keep, self.letter)
+                | "PickOne" >> beam.FlatMap(_pick_grouped, self.keep, self.letter)
                 .with_outputs(DEAD_LETTER, main="unique"))
