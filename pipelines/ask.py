@@ -47,8 +47,8 @@ def ask(question: str, index: str, *, redis_url: str | None = None, top_k: int =
 
 def format_answer(result: dict[str, Any]) -> str:
     """Human-readable answer with ranked sources, for the terminal."""
-    lines = [f"Q: {result['question']}", f"A: {result['answer'] if result['answer'] is not None else '(retrieval only)'}",
-             f"Sources ({result['index']}):"]
+    answer = result["answer"] if result["answer"] is not None else "(retrieval only)"
+    lines = [f"Q: {result['question']}", f"A: {answer}", f"Sources ({result['index']}):"]
     for rank, s in enumerate(result["sources"], 1):
         lines.append(f"  {rank}. [{s['score']:.3f}] {s['title'] or s['doc_id']}  ({s['chunk_id']})")
     if not result["sources"]:

@@ -22,7 +22,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.command import print_help as print_options_help
 from pipelines.command import read_metrics, run_as_command
-from pipelines.options import BuildMode, CommonOptions, EmbeddingOptions, IngestOptions, RedisOptions, resolve_connection
+from pipelines.options import (BuildMode, CommonOptions, EmbeddingOptions, IngestOptions, RedisOptions,
+                               resolve_connection)
 from rag_core.chunking import ChunkFn, ChunkingConfig
 from rag_core.dedupe import DeduplicateById, Keep
 from rag_core.documents import FieldMap

@@ -173,7 +173,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Quer
     (rows
      | "CountAnswered" >> count_rows("questions_answered")
      | "WriteAnswers" >> WriteAnswers(opts.output, opts.output_format, opts.num_shards))
-    dead_letters | "WriteDeadLetters" >> WriteDeadLetters(plan.dead_letter_path, "questions_dead_lettered")
+    tuple(dead_letters) | "WriteDeadLetters" >> WriteDeadLetters(plan.dead_letter_path, "questions_dead_lettered")
 
 
 def run(argv: Sequence[str] | None = None, generator_handler: GeneratorHandler | None = None) -> dict[str, Any]:

@@ -29,8 +29,8 @@ from rag_core.store.schema import FieldKind
 from rag_core.types import Chunk, Content, DeadLetter
 from rag_core.validation import check_positive_int
 
-__all__ = ["DEFAULT_MAX_QUESTION_CHARS", "INPUT_FORMATS", "Question", "ReadQuestions", "check_question", "clean_question",
-           "duplicate_question", "index_embedding", "parse_question", "to_chunk"]
+__all__ = ["DEFAULT_MAX_QUESTION_CHARS", "INPUT_FORMATS", "Question", "ReadQuestions", "check_question",
+           "clean_question", "duplicate_question", "index_embedding", "parse_question", "to_chunk"]
 
 DEFAULT_MAX_QUESTION_CHARS = 4000
 INPUT_FORMATS = ("auto", "jsonl", "text")

@@ -41,7 +41,8 @@ class TestSchemas:
         assert list(row.to_dict()) == COLUMNS and list(row.to_dict()["sources"][0]) == SOURCE_COLUMNS
 
     def test_internal_fields_are_never_written(self) -> None:
-        internal = {f.name for cls in (AnswerRow, Source) for f in dataclasses.fields(cls) if f.metadata.get("internal")}
+        internal = {f.name for cls in (AnswerRow, Source) for f in dataclasses.fields(cls)
+                    if f.metadata.get("internal")}
         assert internal == {"origin", "chunk_index"}
         sources = bigquery_schema()["fields"][3]
         assert [f["name"] for f in sources["fields"]] == SOURCE_COLUMNS
