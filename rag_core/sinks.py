@@ -37,7 +37,8 @@ from rag_core.validation import check_int
 
 __all__ = [
     "DEAD_LETTER", "METRICS_NAMESPACE", "OUTPUT_FORMATS", "AnswerRow", "Source", "WriteAnswers",
-    "WriteDeadLetters", "bigquery_schema", "csv_header", "csv_line", "home_dead_letter_path", "parquet_schema",
+    "WriteDeadLetters", "bigquery_schema", "count_rows", "csv_header", "csv_line", "home_dead_letter_path",
+    "parquet_schema", "timestamp",
 ]
 
 DEAD_LETTER = "dead_letter"  # the tagged output of every stage that rejects an element
