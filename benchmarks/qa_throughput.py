@@ -45,7 +45,7 @@ def retrieval_ms(url: str, rows: list[dict[str, str]], batch: int) -> float:
     """ms per question for the Enrichment handler, ``batch`` questions per round trip."""
     from apache_beam.ml.rag.types import Embedding
 
-    from pipelines.query import Question, index_embedding, to_chunk
+    from rag_core.questions import Question, index_embedding, to_chunk
     from rag_core.embeddings import embed_texts, load_sentence_transformer
     from rag_core.enrichment import RedisSearchConfig, RedisVectorSearchHandler
     from rag_core.store.catalog import IndexCatalog
@@ -81,9 +81,8 @@ def main() -> None:
     from pipelines import ingest, query
     from pipelines.ask import ask  # noqa: F401  (same building blocks as the pipeline)
     from rag_core.generation import GeneratorConfig, generate_batch, load_generator, load_tokenizer
-    from rag_core.prompt import Passage, PromptBuilder
+    from rag_core.prompt import Passage, PromptBuilder, PromptConfig
     from rag_core.store.local_server import LocalRedis
-    from pipelines.query import prompt_config
 
     work = Path(tempfile.mkdtemp(prefix="beam-rag-qa-bench-"))
     server = LocalRedis(data_dir=work / "redis", port=17390 + os.getpid() % 1000)
@@ -105,7 +104,7 @@ def main() -> None:
 
         # Ceiling: the very prompts the pipeline built, through plain model.generate in one process.
         config = GeneratorConfig(batch_size=args.batch_size, max_new_tokens=48, large_model=False)
-        builder = PromptBuilder(prompt_config("compact", 1536), load_tokenizer(config.model))
+        builder = PromptBuilder(PromptConfig.for_style("compact", 1536), load_tokenizer(config.model))
         prompts = [builder.build(a["question"], [Passage(s["chunk_id"], s["doc_id"], s["title"] or "", s["text"] or "",
                                                          float(s["score"])) for s in a["sources"]]).text
                    for a in answers if a["sources"]]

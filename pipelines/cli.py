@@ -9,53 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
+from pipelines.command import EXIT_ERROR, run_as_command, unwrap_error
 from rag_core.errors import BeamRagError
-
-EXIT_ERROR = 2
 
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=None, sort_keys=False, default=str))
-
-
-def unwrap_error(exc: BaseException) -> BeamRagError | None:
-    """Find our own error inside whatever a runner wrapped it in."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, BeamRagError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    import rag_core.errors as errors
-
-    text = str(exc)
-    for name in dir(errors):
-        cls = getattr(errors, name)
-        if isinstance(cls, type) and issubclass(cls, BeamRagError) and f"{name}: " in text:
-            message = text.split(f"{name}: ", 1)[1].splitlines()[0].strip()
-            message = re.sub(r"\s*\[while running '[^']*'\]$", "", message).strip("'\"[]")
-            return cls(message)
-    return None
-
-
-def run_as_command(run: Callable[[Sequence[str] | None], dict[str, Any]], argv: Sequence[str] | None) -> None:
-    """``python -m pipelines.<x>``: run, print the summary as JSON; our errors become
-    one ``beam-rag: error: ...`` line and exit code 2, anything else a traceback."""
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        summary = run(argv)
-    except Exception as exc:  # the command boundary: one clear message, not a traceback
-        ours = unwrap_error(exc)
-        if ours is None:
-            raise
-        print(f"beam-rag: error: {ours}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
-    print(json.dumps(summary))
 
 
 def _connection(args: argparse.Namespace) -> Any:
@@ -110,28 +72,19 @@ def cmd_redis(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ingest(args: argparse.Namespace, rest: list[str]) -> int:
-    from pipelines import ingest
+def cmd_pipeline(args: argparse.Namespace, rest: list[str]) -> int:
+    """``ingest``, ``query``, ``eval``: the Beam pipelines, their flags passed through."""
+    if args.command == "ingest":
+        from pipelines import ingest
 
-    _print_json(ingest.run(rest))
-    return 0
+        return run_as_command(ingest.run, rest, help=ingest.print_help, verbose=args.verbose)
+    if args.command == "query":
+        from pipelines import query
 
-
-def cmd_query(args: argparse.Namespace, rest: list[str]) -> int:
-    from pipelines import query
-
-    if query.wants_help(rest):
-        query.print_help()
-        return 0
-    _print_json(query.run(rest))
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
+        return run_as_command(query.run, rest, help=query.print_help, verbose=args.verbose)
     from pipelines import evaluate
 
-    _print_json(evaluate.run(rest))
-    return 0
+    return run_as_command(evaluate.run, rest, verbose=args.verbose)  # its own argparse prints --help
 
 
 def _json_flag(flag: str, raw: str | None) -> Any:
@@ -149,11 +102,9 @@ def _json_flag(flag: str, raw: str | None) -> Any:
 def cmd_ask(args: argparse.Namespace) -> int:
     """One question answered in-process (no pipeline start-up)."""
     from pipelines.ask import ask, format_answer
-    from pipelines.query import DEFAULT_MIN_SCORE
 
-    min_score = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
     result = ask(args.question, args.index, redis_url=args.redis_url, top_k=args.top_k, retrieval=args.retrieval,
-                 max_new_tokens=args.max_new_tokens, min_score=None if min_score <= -1 else min_score,
+                 max_new_tokens=args.max_new_tokens, min_score=args.min_score,
                  **({"generator": args.generator} if args.generator else {}),
                  filter=_json_flag("--filter", args.filter), retrieval_only=args.retrieval_only)
     if args.json:
@@ -272,12 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "ingest":
-            return cmd_ingest(args, rest)
-        if args.command == "query":
-            return cmd_query(args, rest)
-        if args.command == "eval":
-            return cmd_eval(args, rest)
+        if args.command in ("ingest", "query", "eval"):
+            return cmd_pipeline(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return {"index": cmd_index, "redis": cmd_redis, "demo": cmd_demo, "ask": cmd_ask}[args.command](args)

@@ -25,16 +25,6 @@ retrieval step only), and the other mode's metrics under ``compare``.
 
 from __future__ import annotations
 
-if __name__ == "__main__":
-    # `python -m pipelines.evaluate`: run the importable module instead, so its DoFns and
-    # element types pickle as pipelines.evaluate.X (worker processes cannot import
-    # __main__.X) and its options class is registered with Beam only once.
-    import sys as _sys
-
-    from pipelines.evaluate import main as _main
-
-    _sys.exit(_main())
-
 import argparse
 import json
 import logging
@@ -46,7 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from pipelines.command import run_as_command
+from pipelines.options import EMBEDDING_BACKENDS, resolve_connection
 from rag_core.errors import ConfigError
+from rag_core.validation import check_positive_int
 
 _LOG = logging.getLogger(__name__)
 
@@ -87,8 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hnsw-m", dest="hnsw_m", type=int, default=None)
     p.add_argument("--hnsw-ef-construction", dest="hnsw_ef_construction", type=int, default=None)
     p.add_argument("--ef-runtime", dest="ef_runtime", type=int, default=None)
-    p.add_argument("--embedding-backend", dest="embedding_backend", default=None,
-                   choices=["torch", "onnx", "onnx-int8"])
+    p.add_argument("--embedding-backend", dest="embedding_backend", default=None, choices=EMBEDDING_BACKENDS)
     p.add_argument("--embedding-batch-size", dest="embedding_batch_size", type=int, default=None)
     return p
 
@@ -194,9 +186,9 @@ def retrieve(connection: Any, index: str, queries: dict[str, str], modes: Sequen
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.transforms.enrichment import Enrichment
 
-    from pipelines.query import index_embedding
     from rag_core.embeddings import embedding_transform
     from rag_core.enrichment import IndexTarget, RedisSearchConfig, RedisVectorSearchHandler, join_hits
+    from rag_core.questions import index_embedding
     from rag_core.store.catalog import IndexCatalog
     from rag_core.types import Chunk, Content
 
@@ -212,8 +204,7 @@ def retrieve(connection: Any, index: str, queries: dict[str, str], modes: Sequen
     embedding = index_embedding(record.embedding, record.index)
     claims = [Chunk(content=Content(text=text), id=qid, metadata={"question": text})
               for qid, text in queries.items()]
-    # IngestOptions (imported with the query module) declares --input/--index required.
-    options = PipelineOptions(["--input", str(work), "--index", target.alias])
+    options = PipelineOptions([])
     outputs = {mode: work / f"hits-{mode}.jsonl" for mode in modes}
     with beam.Pipeline(options=options) as pipeline:
         embedded = (pipeline
@@ -244,11 +235,12 @@ def retrieve(connection: Any, index: str, queries: dict[str, str], modes: Sequen
 
 
 def _hits_row(chunk: Any) -> str:
-    from rag_core.enrichment import ENRICHMENT_KEY, RETRIEVAL_KEY
+    from rag_core.answers import retrieved_row
+    from rag_core.enrichment import RETRIEVAL_KEY
 
-    hits = chunk.metadata.get(ENRICHMENT_KEY, [])
+    sources = retrieved_row(chunk).sources
     info = chunk.metadata.get(RETRIEVAL_KEY, {})
-    return json.dumps({"id": chunk.id, "chunks": [h["chunk_id"] for h in hits], "docs": [h["doc_id"] for h in hits],
+    return json.dumps({"id": chunk.id, "chunks": [s.chunk_id for s in sources], "docs": [s.doc_id for s in sources],
                        "latency_ms": info.get("latency_ms", 0.0), "batch_size": info.get("batch_size", 1)})
 
 
@@ -266,7 +258,6 @@ def score(run: ModeRun, qrels: dict[str, set[str]], depth_docs: int = 100) -> di
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``beam-rag eval``: returns the summary (see the module docstring)."""
-    from pipelines.options import resolve_connection
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from rag_core.evaluation.report import (
@@ -275,8 +266,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from rag_core.store.catalog import IndexCatalog
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.depth_chunks < 1:
-        raise ConfigError("--depth-chunks must be >= 1")
+    check_positive_int("--depth-chunks", args.depth_chunks)
     started = time.perf_counter()
     evalset = load_dataset(args.dataset, args.data_dir, args.split)
     evalset = select(evalset.corpus, evalset.queries, evalset.qrels, args.limit_docs, args.limit_queries)
@@ -353,8 +343,10 @@ def _progress(message: str) -> None:
     print(f"beam-rag eval: {message}", file=sys.stderr, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    from pipelines.cli import run_as_command
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_as_command(run, argv)
 
-    run_as_command(run, argv)
+
+if __name__ == "__main__":
+    sys.exit(main())
 

@@ -1,15 +1,141 @@
 """Pipeline flags as Beam ``PipelineOptions``, so every standard Beam flag
 (``--runner``, ``--project``, ``--temp_location`` ...) passes through untouched.
+
+Beam builds one parser from every direct ``PipelineOptions`` subclass, whichever
+pipeline runs, so each flag is defined exactly once, here: the flags both pipelines
+take (``--input``, ``--index``, ``--dead-letter``) in :class:`CommonOptions`, read
+with ``options.view_as(CommonOptions)``. No flag is ``required=True`` (it would
+break the other pipeline in the same process); each plan checks its own.
 """
 
 from __future__ import annotations
 
 import os
+from enum import Enum
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from rag_core.answers import ABSTAIN, DEFAULT_MIN_SCORE
+from rag_core.documents import DEFAULT_MAX_DOC_BYTES
+from rag_core.enrichment import RETRIEVAL_MODES
+from rag_core.generation import DEFAULT_GENERATOR, DTYPES
+from rag_core.prompt import PromptStyle
+from rag_core.questions import DEFAULT_MAX_QUESTION_CHARS, INPUT_FORMATS
+from rag_core.readers import FORMATS
+from rag_core.sinks import OUTPUT_FORMATS
 from rag_core.store.connection import RedisConnection
+
+EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+class BuildMode(str, Enum):
+    """``beam-rag ingest --mode``."""
+
+    REBUILD = "rebuild"
+    """Write a new version under its own key prefix; publish it once complete (atomic alias switch)."""
+    UPSERT = "upsert"
+    """Write into the live version, idempotently (builds the first version if there is none)."""
+
+
+def _choices(enum: type[Enum]) -> list[str]:
+    return [member.value for member in enum]
+
+
+class CommonOptions(PipelineOptions):
+    """The flags every pipeline takes."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        parser.add_argument("--input", default=None,
+                            help="input files: a path or glob, local or gs:// (required)")
+        parser.add_argument("--index", default=None, help="knowledge-base name, the alias queries use (required)")
+        parser.add_argument("--dead-letter", dest="dead_letter", default=None,
+                            help="JSONL file for the records not processed (default: ingest, under "
+                                 "$BEAM_RAG_HOME/dead-letters; query, <output>.dead-letter.jsonl)")
+
+
+class IngestOptions(PipelineOptions):
+    """``beam-rag ingest``: reading, chunking, the index and its publication."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        parser.add_argument("--format", default="auto", choices=list(FORMATS))
+        parser.add_argument("--mode", default=BuildMode.REBUILD.value, choices=_choices(BuildMode))
+        parser.add_argument("--id-field", dest="id_field", default="id")
+        parser.add_argument("--text-field", dest="text_field", default="text")
+        parser.add_argument("--title-field", dest="title_field", default="title")
+        parser.add_argument("--max-doc-bytes", dest="max_doc_bytes", type=int, default=DEFAULT_MAX_DOC_BYTES)
+        parser.add_argument("--chunk-tokens", dest="chunk_tokens", type=int, default=256)
+        parser.add_argument("--chunk-overlap", dest="chunk_overlap", type=int, default=32)
+        parser.add_argument("--max-chunks-per-doc", dest="max_chunks_per_doc", type=int, default=0,
+                            help="index only each document's first N chunks (0 = all); documents cut "
+                                 "short are counted in the summary as documents_truncated")
+        parser.add_argument("--index-type", dest="index_type", default="hnsw", choices=["hnsw", "flat"])
+        parser.add_argument("--hnsw-m", dest="hnsw_m", type=int, default=16)
+        parser.add_argument("--hnsw-ef-construction", dest="hnsw_ef_construction", type=int, default=200)
+        parser.add_argument("--ef-runtime", dest="ef_runtime", type=int, default=100,
+                            help="default HNSW EF_RUNTIME stored with the index (100: recall@10 against "
+                                 "exact search 0.997 on SciFact, 64: 0.991; benchmarks/retrieval_quality.py)")
+        parser.add_argument("--max-shrink", dest="max_shrink", type=float, default=0.5,
+                            help="refuse to publish a rebuild that shrank by more than this fraction")
+        parser.add_argument("--keep-versions", dest="keep_versions", type=int, default=1,
+                            help="older versions kept for rollback")
+        parser.add_argument("--publish-timeout", dest="publish_timeout", type=float, default=600.0)
+        parser.add_argument("--write-batch-size", dest="write_batch_size", type=int, default=256)
+        parser.add_argument("--write-max-retries", dest="write_max_retries", type=int, default=8,
+                            help="retries of one batch of Redis writes (exponential backoff from 0.2 s, "
+                                 "at most 5 s apart) before the job fails")
+
+
+class QueryOptions(PipelineOptions):
+    """``beam-rag query``: output, retrieval, prompt and generation."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        parser.add_argument("--output", default=None,
+                            help="answers file (or BigQuery table spec with --output-format bigquery)")
+        parser.add_argument("--output-format", dest="output_format", default="jsonl", choices=OUTPUT_FORMATS)
+        parser.add_argument("--num-shards", dest="num_shards", type=int, default=0,
+                            help="output shards; 0 (default) writes exactly one file named --output")
+        parser.add_argument("--input-format", dest="input_format", default="auto", choices=INPUT_FORMATS,
+                            help="auto: JSONL for .jsonl/.ndjson/.json, else one question per line")
+        parser.add_argument("--max-question-chars", dest="max_question_chars", type=int,
+                            default=DEFAULT_MAX_QUESTION_CHARS)
+        parser.add_argument("--top-k", dest="top_k", type=int, default=5, help="passages retrieved per question")
+        parser.add_argument("--min-score", dest="min_score", type=float, default=None,
+                            help="drop passages below this cosine similarity; a question with none left is "
+                                 f"answered {ABSTAIN!r} without the generator (default {DEFAULT_MIN_SCORE}; "
+                                 "with --retrieval-only, default none; -1 keeps every passage)")
+        parser.add_argument("--search-ef-runtime", dest="search_ef_runtime", type=int, default=None,
+                            help="HNSW EF_RUNTIME for these searches "
+                                 "(default: the index's, at least 64 and 2 x --top-k)")
+        parser.add_argument("--retrieval", dest="retrieval", default="dense", choices=list(RETRIEVAL_MODES),
+                            help="dense: vector KNN; hybrid: KNN and BM25 over text and title, fused "
+                                 "(rag_core.hybrid); --min-score still applies to the cosine similarity")
+        parser.add_argument("--retrieval-batch-size", dest="retrieval_batch_size", type=int, default=32,
+                            help="questions per Redis round trip")
+        parser.add_argument("--retrieval-only", dest="retrieval_only", action="store_true",
+                            help="skip generation: answer is null, sources are the ranked passages")
+        parser.add_argument("--generator", default=DEFAULT_GENERATOR,
+                            help="generator model: 'smollm2' (packaged default), a hub id or a local folder")
+        parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=128)
+        parser.add_argument("--max-prompt-tokens", dest="max_prompt_tokens", type=int, default=1536)
+        parser.add_argument("--prompt-style", dest="prompt_style", default=PromptStyle.COMPACT.value,
+                            choices=_choices(PromptStyle),
+                            help="compact (default): short instructions small models follow; full: "
+                                 "rag_core.prompt's default instructions")
+        parser.add_argument("--prompt-template", dest="prompt_template", default=None,
+                            help="file with a $context / $question template (replaces the style's template)")
+        parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+        parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
+        parser.add_argument("--model-copies", dest="model_copies", type=int, default=1)
+        parser.add_argument("--no-large-model", dest="large_model", action="store_false",
+                            help="load one model per worker process instead of one per machine")
+        parser.add_argument("--generation-batch-size", dest="generation_batch_size", type=int, default=8)
+        parser.add_argument("--model-state-dict-path", dest="model_state_dict_path", default=None)
+        parser.add_argument("--model-name", dest="model_name", default=None,
+                            help="config/tokenizer source for --model-state-dict-path")
 
 
 class RedisOptions(PipelineOptions):
@@ -34,7 +160,7 @@ class EmbeddingOptions(PipelineOptions):
         parser.add_argument("--embedding-model", dest="embedding_model", default=None,
                             help="sentence-transformers model (default all-MiniLM-L6-v2, packaged offline copy)")
         parser.add_argument("--embedding-backend", dest="embedding_backend", default="torch",
-                            choices=["torch", "onnx", "onnx-int8"],
+                            choices=EMBEDDING_BACKENDS,
                             help="inference backend for embeddings (default torch)")
         parser.add_argument("--embedding-batch-size", dest="embedding_batch_size", type=int, default=32)
 

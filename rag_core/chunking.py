@@ -210,3 +210,54 @@ class Chunker:
                 },
             ))
         return out
+
+
+# --------------------------------------------------------------------------- the Beam step
+
+from typing import Iterator  # noqa: E402
+
+import apache_beam as beam  # noqa: E402  (only the DoFn below needs Beam; the chunker above is pure)
+from apache_beam.metrics import Metrics  # noqa: E402
+
+from rag_core.sinks import DEAD_LETTER, METRICS_NAMESPACE  # noqa: E402
+from rag_core.types import DeadLetter  # noqa: E402
+
+
+class ChunkFn(beam.DoFn):
+    """``Document`` → its ``Chunk``s, or a dead letter (tokenizer failure, no text left).
+
+    The tokenizer (``tokenizer_path``: the embedding model's) loads once per DoFn
+    instance, in ``setup``. Counts ``chunks``, ``documents_truncated`` and
+    ``chunks_dropped`` (``max_chunks``) under ``beam_rag``.
+    """
+
+    def __init__(self, tokenizer_path: str, config: ChunkingConfig):
+        self.tokenizer_path = tokenizer_path
+        self.config = config
+        self._chunks = Metrics.counter(METRICS_NAMESPACE, "chunks")
+        self._truncated = Metrics.counter(METRICS_NAMESPACE, "documents_truncated")
+        self._dropped = Metrics.counter(METRICS_NAMESPACE, "chunks_dropped")
+
+    def setup(self) -> None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
+        self._chunker = Chunker(hf_token_spans(tokenizer), self.config)
+
+    def process(self, doc: Document) -> Iterator[Any]:
+        try:
+            chunks = self._chunker(doc)
+        except Exception as exc:  # a tokenizer failure on one document must not kill the job
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
+                doc.source, f"chunking failed: {type(exc).__name__}: {exc}", id=doc.id, stage="chunk"))
+            return
+        if not chunks:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
+                doc.source, "no text left to index after chunking", id=doc.id, stage="chunk"))
+            return
+        self._chunks.inc(len(chunks))
+        dropped = chunks[0].metadata.get("chunks_dropped", 0)
+        if dropped:
+            self._truncated.inc()
+            self._dropped.inc(dropped)
+        yield from chunks

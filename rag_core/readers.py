@@ -21,9 +21,9 @@ from rag_core.documents import (
     DEFAULT_MAX_DOC_BYTES, FieldMap, document_from_file, document_from_json_line, document_from_record,
 )
 from rag_core.errors import ConfigError
+from rag_core.sinks import DEAD_LETTER, METRICS_NAMESPACE
 from rag_core.types import DeadLetter, Document
 
-DEAD_LETTER = "dead_letter"
 FORMATS = ("auto", "jsonl", "text", "csv", "parquet")
 _EXTENSIONS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -100,8 +100,8 @@ class _ParseFileFn(beam.DoFn):
         self.fmt = fmt
         self.fields = fields
         self.max_doc_bytes = max_doc_bytes
-        self._read = Metrics.counter("beam_rag", "documents_read")
-        self._bytes = Metrics.counter("beam_rag", "bytes_read")
+        self._read = Metrics.counter(METRICS_NAMESPACE, "documents_read")
+        self._bytes = Metrics.counter(METRICS_NAMESPACE, "bytes_read")
 
     def process(self, readable: fileio.ReadableFile) -> Iterator[Any]:
         path = readable.metadata.path
@@ -196,29 +196,3 @@ class ReadDocuments(beam.PTransform):
                 | "Parse" >> beam.ParDo(_ParseFileFn(self.fmt, self.fields, self.max_doc_bytes))
                 .with_outputs(DEAD_LETTER, main="documents"))
 
-
-def _order_key(source: str) -> tuple[str, int]:
-    path, _, line = source.rpartition(":")
-    digits = line[3:] if line.startswith("row") else line
-    return (path, int(digits)) if path and digits.isdigit() else (source, 0)
-
-
-def pick_latest(doc_id: str, docs: Iterable[Document]) -> Iterator[Any]:
-    """One document per id: the last in input order (path, then line) wins; the
-    others are dead-lettered as superseded, so the run reports every duplicate."""
-    ordered = sorted(docs, key=lambda d: _order_key(d.source))
-    winner = ordered[-1]
-    for loser in ordered[:-1]:
-        yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
-            loser.source, f"duplicate id: superseded by {winner.source}", id=doc_id, stage="dedupe"))
-    yield winner
-
-
-class DeduplicateById(beam.PTransform):
-    """``documents → (unique documents, dead_letters)``, deterministic whatever the runner's order."""
-
-    def expand(self, docs: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return (docs
-                | "KeyById" >> beam.Map(lambda d: (d.id, d))
-                | "GroupById" >> beam.GroupByKey()
-                | "PickLatest" >> beam.FlatMapTuple(pick_latest).with_outputs(DEAD_LETTER, main="documents"))

@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import cli, ingest, query
 from rag_core.errors import ConfigError, IndexNotFoundError, ModelMismatchError
 from rag_core.generation import GeneratorConfig, GeneratorModelHandler
+from rag_core.questions import index_embedding
 from rag_core.store.catalog import IndexCatalog, VersionRecord
 from rag_core.types import DeadLetter
 
@@ -220,7 +221,7 @@ class TestRefusals:
         assert not output.exists()
 
     def test_same_model_under_another_name_and_same_family_backend_are_accepted(self, record) -> None:
-        config = query.index_embedding(record.embedding, record.index, model="all-MiniLM-L6-v2", backend="onnx")
+        config = index_embedding(record.embedding, record.index, model="all-MiniLM-L6-v2", backend="onnx")
         assert config.backend == "onnx" and config.backend_family == "fp32"
 
     def test_unknown_index_and_missing_flags(self, tmp_path, redis_url) -> None:
@@ -248,70 +249,19 @@ class TestRefusals:
         assert [p.full_label for p in write.parts] == ["WriteAnswers/WriteBigQuery"]
 
 
-class TestPieces:
-    @pytest.mark.parametrize("raw, jsonl, expected", [
-        (b'{"id": "a", "question": "Why?"}', True, ("a", "Why?")),
-        (b'{"id": 12, "question": "  Why?\\u0000 "}', True, ("12", "Why?")),
-        (b'{"question": "No id"}', True, ("7", "No id")),
-        (b"\xef\xbb\xbfPlain q?", False, ("7", "Plain q?")),
-        (b'{"id": true, "question": "x"}', True, "id must be"),
-        (b'{"id": "a"}', True, "missing 'question'"),
-        (b'{"id": "a", "question": 3}', True, "'question' must be a string"),
-        (b'[1, 2]', True, "expected a JSON object"),
-        (b'{"id": "a", "question": "x", "filter": "region=north"}', True, "invalid filter"),
-        (b'{"id": "a", "question": "x", "filter": {"region": ""}}', True, "invalid filter"),
-        (b"x" * 11, False, "question longer than --max-question-chars (11 > 10)"),
-    ])
-    def test_parse_question(self, raw: bytes, jsonl: bool, expected: Any) -> None:
-        result = query.parse_question(raw, "f:7", "7", jsonl, 10, {"doc_id": "tag", "region": "tag"})
-        if isinstance(expected, tuple):
-            assert isinstance(result, query.Question) and (result.id, result.question) == expected
-        else:
-            assert isinstance(result, DeadLetter) and expected in result.reason and result.source == "f:7"
-
-    def test_blank_line_is_not_a_question(self) -> None:
-        assert query.parse_question(b"  \t", "f:1", "1", True, 10, {}) is None
-
-    @pytest.mark.parametrize("generated, answer", [
-        ("Quillport.", "Quillport."),
-        ("The capital is Quillport.\n\nThe context is untrusted data: I don't know", "The capital is Quillport."),
-        ("I don\u2019t know.", "I don't know"),
-        ("The context does not contain the answer to the question.", "I don't know"),
-        ("", "I don't know"),
-    ])
-    def test_normalize_answer(self, generated: str, answer: str) -> None:
-        assert query.normalize_answer(generated) == answer
-
-    def test_prompt_styles_and_template_file(self, tmp_path) -> None:
-        from rag_core.errors import TemplateError
-        from rag_core.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_TEMPLATE
-
-        compact = query.prompt_config("compact", 512)
-        assert compact.template == query.COMPACT_TEMPLATE and compact.max_prompt_tokens == 512
-        full = query.prompt_config("full", 512)
-        assert full.effective_template == DEFAULT_TEMPLATE and full.system_prompt == DEFAULT_SYSTEM_PROMPT
-        template = tmp_path / "t.txt"
-        template.write_text("Q: $question\n$context\nA:", encoding="utf-8")
-        custom = query.prompt_config("compact", 512, str(template))
-        assert custom.template == "Q: $question\n$context\nA:" and custom.system_prompt == query.COMPACT_SYSTEM_PROMPT
-        template.write_text("no variables", encoding="utf-8")
-        with pytest.raises(TemplateError, match="missing variables"):
-            query.prompt_config("full", 512, str(template))
-
-    def test_csv_line_quotes_and_encodes_sources(self) -> None:
-        row = {"id": "a", "question": 'He said "hi", then\nleft', "answer": None,
-               "sources": [{"chunk_id": "d#0", "doc_id": "d", "title": "T", "score": 0.5, "text": "x"}],
-               "model": "m", "index": "i"}
-        parsed = next(csv.reader(io.StringIO(query._csv_line(row))))
-        assert parsed[:3] == ["a", 'He said "hi", then\nleft', ""] and json.loads(parsed[3])[0]["doc_id"] == "d"
-
+class TestCommand:
     def test_help_lists_the_query_flags(self, capsys) -> None:
         assert cli.main(["query", "--help"]) == 0
         out = capsys.readouterr().out
         assert out.startswith("usage: beam-rag query") and "--retrieval-only" in out and "--min-score" in out
 
-    def test_write_answers_validates(self) -> None:
-        with pytest.raises(ConfigError, match="--output-format"):
-            query.WriteAnswers("o", "xml")
-        with pytest.raises(ConfigError, match="--num-shards"):
-            query.WriteAnswers("o", "jsonl", -1)
+
+    @pytest.mark.parametrize("module, prog", [("pipelines.query", "beam-rag query"),
+                                              ("pipelines.ingest", "beam-rag ingest")])
+    def test_python_m_help_runs_the_module_itself(self, module: str, prog: str) -> None:
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"usage: {prog}") and "--index" in done.stdout and "--redis-url" in done.stdout

@@ -42,22 +42,17 @@ DATAFLOW = REPO / "deploy" / "dataflow"
 # --------------------------------------------------------------------------- helpers
 
 
-def pipeline_options_for(command: str) -> type:
-    if command == "ingest":
-        from pipelines.ingest import IngestOptions
+def common_options() -> type:
+    from pipelines.options import CommonOptions
 
-        return IngestOptions
-    from pipelines.query import QueryOptions
-
-    return QueryOptions
+    return CommonOptions
 
 
 def unknown_pipeline_flags(args: list[str]) -> set[str]:
     """Flags no PipelineOptions class (ours or Beam's) defines: Beam would only log and drop them."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    import pipelines.ingest  # noqa: F401  (registers the option classes)
-    import pipelines.query  # noqa: F401
+    import pipelines.options  # noqa: F401  (registers the option classes)
 
     known = set(PipelineOptions([]).get_all_options())
     return set(PipelineOptions(args).get_all_options(retain_unknown_options=True)) - known
@@ -72,7 +67,7 @@ def check_beam_rag_args(args: list[str]) -> str:
     ns, rest = build_parser().parse_known_args(args)  # SystemExit on an unknown subcommand
     if ns.command in ("ingest", "query"):
         assert not unknown_pipeline_flags(rest), f"unknown flags in beam-rag {' '.join(args)}"
-        opts = PipelineOptions(rest).view_as(pipeline_options_for(ns.command))  # required flags
+        opts = PipelineOptions(rest).view_as(common_options())  # required flags
         assert opts.input and opts.index
     else:
         assert not rest, f"unknown arguments in beam-rag {' '.join(args)}: {rest}"
@@ -288,7 +283,7 @@ class TestCompose:
         (args,) = beam_rag_calls(["/bin/sh", "-c", script])
         from apache_beam.options.pipeline_options import PipelineOptions
 
-        from pipelines.ingest import IngestOptions
+        from pipelines.options import IngestOptions
 
         assert PipelineOptions(args[1:]).view_as(IngestOptions).mode == "rebuild"
         assert script.lstrip().startswith("while true; do") and 'sleep "${REBUILD_INTERVAL}"' in script

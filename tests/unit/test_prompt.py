@@ -18,11 +18,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from rag_core.errors import ConfigError, TemplateError  # noqa: E402
 from rag_core.prompt import (  # noqa: E402
     BEGIN_CONTEXT_MARKER,
+    COMPACT_SYSTEM_PROMPT,
+    COMPACT_TEMPLATE,
+    DEFAULT_SYSTEM_PROMPT,
+    DEFAULT_TEMPLATE,
     END_CONTEXT_MARKER,
     NO_PASSAGES_TEXT,
     Passage,
     PromptBuilder,
     PromptConfig,
+    PromptStyle,
     encode_prompt,
     merge_passages,
     overlap_length,
@@ -94,6 +99,26 @@ class TestTemplates:
     def test_config_validation(self, kwargs: dict) -> None:
         with pytest.raises(ConfigError):
             PromptConfig(**kwargs)
+
+
+class TestPromptStyles:
+    def test_prompt_styles_and_template_file(self, tmp_path) -> None:
+        compact = PromptConfig.for_style("compact", 512)
+        assert compact.template == COMPACT_TEMPLATE and compact.max_prompt_tokens == 512
+        assert compact.system_prompt == COMPACT_SYSTEM_PROMPT
+        full = PromptConfig.for_style(PromptStyle.FULL, 512)
+        assert full.effective_template == DEFAULT_TEMPLATE and full.system_prompt == DEFAULT_SYSTEM_PROMPT
+        template = tmp_path / "t.txt"
+        template.write_text("Q: $question\n$context\nA:", encoding="utf-8")
+        custom = PromptConfig.for_style("compact", 512, str(template))
+        assert custom.template == "Q: $question\n$context\nA:" and custom.system_prompt == COMPACT_SYSTEM_PROMPT
+        template.write_text("no variables", encoding="utf-8")
+        with pytest.raises(TemplateError, match="missing variables"):
+            PromptConfig.for_style("full", 512, str(template))
+
+    def test_unknown_style(self) -> None:
+        with pytest.raises(ConfigError, match="--prompt-style must be one of compact, full, got 'terse'"):
+            PromptConfig.for_style("terse", 512)
 
 
 class TestSanitize:

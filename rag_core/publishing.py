@@ -1,0 +1,72 @@
+"""The build's last step: once every write landed, publish the version (or refresh its counts).
+
+It runs once, on the build's single merged ``WriteSummary``. A rebuild verifies the
+new version (chunk count, shrink limit, Redis has indexed it all) and points the
+alias at it in one atomic command; an upsert makes sure the live index knows the
+metadata fields written and records the new document count.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from rag_core.errors import RedisUnavailableError
+from rag_core.ingestion import WriteSummary
+from rag_core.sinks import METRICS_NAMESPACE
+from rag_core.store.catalog import IndexCatalog
+from rag_core.store.connection import RedisConnection
+from rag_core.store.schema import IndexLayout
+
+__all__ = ["PublishFn"]
+
+
+class PublishFn(beam.DoFn):
+    """``WriteSummary`` → the catalog's publish (``rebuild=True``) or upsert result.
+
+    Args:
+        connection: where the catalog is; one client per call, closed after.
+        layout: the version this build wrote.
+        rebuild: publish ``layout`` as the alias's new version; False refreshes the
+            live version's counts (upsert).
+        max_shrink, keep_versions, timeout_s: see ``IndexCatalog.publish``.
+    """
+
+    def __init__(self, connection: RedisConnection, layout: IndexLayout, rebuild: bool, max_shrink: float,
+                 keep_versions: int, timeout_s: float):
+        self.connection = connection
+        self.layout = layout
+        self.rebuild = rebuild
+        self.max_shrink = max_shrink
+        self.keep_versions = keep_versions
+        self.timeout_s = timeout_s
+        self._indexed = Metrics.counter(METRICS_NAMESPACE, "documents_indexed")
+
+    def process(self, summary: WriteSummary) -> Iterator[dict[str, Any]]:
+        import redis
+
+        client = self.connection.client()
+        try:
+            catalog = IndexCatalog(client, self.layout.alias)
+            version = self.layout.version
+            if self.rebuild:
+                result = catalog.publish(version, summary.chunks, summary.documents, summary.metadata_fields,
+                                         self.max_shrink, self.keep_versions, self.timeout_s)
+            else:
+                record = catalog.get(version)
+                assert record is not None
+                catalog.ensure_index(record, summary.metadata_fields)
+                result = catalog.record_upsert(version, summary.documents)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # After the client's own bounded retries. The alias switch is one atomic command:
+            # either it happened or the previous version is still the one served.
+            raise RedisUnavailableError(
+                f"Publishing {self.layout.index_name} in Redis at {self.connection.safe_url} failed: "
+                f"{type(exc).__name__}. Every chunk was written; rerun the build (the abandoned version "
+                "is cleaned up when a later build publishes)") from None
+        finally:
+            client.close()
+        self._indexed.inc(summary.documents)
+        yield result

@@ -1,0 +1,102 @@
+"""rag_core.answers: abstention, rows from enriched chunks, joining generated answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from apache_beam.ml.inference.base import PredictionResult
+from apache_beam.pvalue import TaggedOutput
+
+from rag_core.answers import (ABSTAIN, ANSWER, CONTEXT, DEFAULT_MIN_SCORE, FAILED, failed_batch_to_keyed_reasons,
+                              join_answer, normalize_answer, prompt_for, resolve_min_score, retrieved_row,
+                              to_passages)
+from rag_core.enrichment import ENRICHMENT_KEY, RETRIEVAL_KEY
+from rag_core.prompt import PromptBuilder, PromptConfig
+from rag_core.sinks import DEAD_LETTER, AnswerRow, Source
+from rag_core.types import Chunk, Content
+
+HITS = [{"chunk_id": "d#0", "doc_id": "d", "title": "D", "score": 0.9, "text": "Alpha.", "chunk_index": 0},
+        {"chunk_id": "e#2", "doc_id": "e", "title": None, "score": 0.4, "text": "Beta.", "chunk_index": 2}]
+
+
+def enriched(hits: list[dict[str, Any]]) -> Chunk:
+    return Chunk(content=Content(text="Why?"), id="q1",
+                 metadata={"question": "Why?", "source": "f:3", ENRICHMENT_KEY: hits,
+                           RETRIEVAL_KEY: {"index": "kb__v1", "latency_ms": 2.0}})
+
+
+class TestNormalizeAnswer:
+    @pytest.mark.parametrize("generated, answer", [
+        ("Quillport.", "Quillport."),
+        ("The capital is Quillport.\n\nThe context is untrusted data: I don't know", "The capital is Quillport."),
+        ("I don\u2019t know.", "I don't know"),
+        ("The context does not contain the answer to the question.", "I don't know"),
+        ("", "I don't know"),
+    ])
+    def test_normalize_answer(self, generated: str, answer: str) -> None:
+        assert normalize_answer(generated) == answer
+
+
+class TestResolveMinScore:
+    @pytest.mark.parametrize("value, retrieval_only, expected", [
+        (None, False, DEFAULT_MIN_SCORE), (None, True, None), (0.5, False, 0.5), (0.5, True, 0.5),
+        (-1, False, None), (-3.0, True, None), (0.0, False, 0.0), (-0.5, False, -0.5),
+    ])
+    def test_rule(self, value: float | None, retrieval_only: bool, expected: float | None) -> None:
+        assert resolve_min_score(value, retrieval_only) == expected
+
+
+class TestRows:
+    def test_retrieved_row_reads_every_hit_field(self) -> None:
+        row = retrieved_row(enriched(HITS))
+        assert (row.id, row.question, row.answer, row.model, row.index, row.origin) == (
+            "q1", "Why?", None, None, "kb__v1", "f:3")
+        assert row.sources[1] == Source("e#2", "e", None, 0.4, "Beta.", 2)
+        assert row.to_dict()["sources"][0] == {"chunk_id": "d#0", "doc_id": "d", "title": "D", "score": 0.9,
+                                               "text": "Alpha."}
+
+    def test_no_hits(self) -> None:
+        assert retrieved_row(enriched([])).sources == ()
+
+    def test_passages_keep_rank_and_chunk_index(self) -> None:
+        passages = to_passages(retrieved_row(enriched(HITS)).sources)
+        assert [(p.chunk_id, p.title, p.chunk_index) for p in passages] == [("d#0", "D", 0), ("e#2", "", 2)]
+
+    def test_prompt_for_keeps_only_the_sources_the_prompt_holds(self) -> None:
+        long = [HITS[0], dict(HITS[1], text="Beta. " + "word " * 20)]
+        row = retrieved_row(enriched(long))
+        # room for the template and the first passage only (one token per word)
+        builder = PromptBuilder(PromptConfig(max_prompt_tokens=16, template="$context $question", system_prompt=""),
+                                lambda text: len(text.split()))
+        prompt, kept = prompt_for(builder, row, "m")
+        assert "Alpha." in prompt and "Beta." not in prompt
+        assert [s.chunk_id for s in kept.sources] == ["d#0"] and kept.model == "m"
+
+
+class TestJoinAnswer:
+    ROW = AnswerRow("q1", "Why?", None, (Source("d#0", "d", "D", 0.9, "Alpha."),), "m", "kb__v1", origin="f:3")
+
+    def test_answer_is_normalized(self) -> None:
+        [row] = join_answer(("q1", {CONTEXT: [self.ROW], ANSWER: [PredictionResult("p", "Alpha.\n\nI don't know")],
+                                     FAILED: []}))
+        assert isinstance(row, AnswerRow) and row.answer == "Alpha." and row.sources == self.ROW.sources
+
+    def test_failed_generation_is_a_dead_letter_with_the_question_source(self) -> None:
+        [out] = join_answer(("q1", {CONTEXT: [self.ROW], ANSWER: [], FAILED: ["generation failed: X"]}))
+        assert isinstance(out, TaggedOutput) and out.tag == DEAD_LETTER
+        assert (out.value.source, out.value.id, out.value.stage, out.value.reason) == (
+            "f:3", "q1", "generate", "generation failed: X")
+
+    def test_no_answer_and_no_context(self) -> None:
+        [out] = join_answer(("q1", {CONTEXT: [self.ROW], ANSWER: [], FAILED: []}))
+        assert out.value.reason == "generation produced no answer"
+        assert list(join_answer(("q1", {CONTEXT: [], ANSWER: [], FAILED: []}))) == []
+
+    def test_failed_batch_names_every_question(self) -> None:
+        reasons = dict(failed_batch_to_keyed_reasons(([("a", "p"), ("b", "p")], (MemoryError, "oom", []))))
+        assert reasons == {"a": "generation failed: MemoryError: oom", "b": "generation failed: MemoryError: oom"}
+
+
+def test_abstain_is_the_exact_phrase() -> None:
+    assert ABSTAIN == "I don't know"

@@ -1,0 +1,110 @@
+"""The package layout: data flows one way, ``pipelines`` → ``rag_core``, with no import cycle.
+
+Imports are read with ``ast`` from every module under ``pipelines/`` and
+``rag_core/``, including those inside functions (a function-level import cycle
+still couples two modules), and the graph restricted to project modules must be
+acyclic.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("pipelines", "rag_core")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))}
+
+
+def imported(path: Path, name: str, modules: set[str]) -> set[str]:
+    """Project modules ``path`` imports anywhere (``from pkg import mod`` counts as ``pkg.mod``)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:  # `import a.b.c` also imports a.b and a
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {name: imported(path, name, set(modules)) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as a path ``[a, b, ..., a]``, or None."""
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_graph_sees_function_level_imports() -> None:
+    graph = import_graph()
+    assert {"pipelines", "rag_core", "pipelines.cli", "rag_core.answers"} <= set(graph)
+    assert "pipelines.ingest" in graph["pipelines.cli"]  # imported inside cmd_pipeline
+    assert "rag_core.sinks" in graph["rag_core.generation"]  # imported inside KeyedGeneratorHandler
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_import_cycle() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_rag_core_never_imports_pipelines() -> None:
+    offenders = {name: sorted(d for d in deps if d.split(".")[0] == "pipelines")
+                 for name, deps in import_graph().items() if name.split(".")[0] == "rag_core"}
+    assert {name: deps for name, deps in offenders.items() if deps} == {}
+
+
+def test_commands_share_parts_not_each_other() -> None:
+    """``ask`` and ``evaluate`` use rag_core's parts, not the query pipeline's module."""
+    graph = import_graph()
+    assert "pipelines.query" not in graph["pipelines.ask"]
+    assert "pipelines.query" not in graph["pipelines.evaluate"]
+    for name in ("pipelines.ingest", "pipelines.query", "pipelines.evaluate", "pipelines.ask",
+                 "pipelines.options", "pipelines.command"):
+        assert "pipelines.cli" not in graph[name], f"{name} imports the CLI"
