@@ -14,7 +14,7 @@ from apache_beam.ml.rag.types import Embedding
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from rag_core.embeddings import embed_texts, load_sentence_transformer
-from rag_core.enrichment import RedisSearchConfig, RedisVectorSearchHandler, join_hits
+from rag_core.enrichment import RedisVectorSearchHandler, VectorSearchParameters, join_hits, search_parameters
 from rag_core.generation import DEFAULT_GENERATOR, GeneratorConfig, generate_batch, load_generator, load_tokenizer
 from rag_core.prompt import Passage, PromptBuilder
 from rag_core.store.catalog import IndexCatalog
@@ -56,12 +56,11 @@ def ask(question: str, index: str, *, redis_url: str | None = None, top_k: int =
     timings["embed"] = (time.perf_counter() - t0) * 1000
     chunk = to_chunk(Question(id="ask", question=question.strip(), source="ask", filter=filter))
     chunk.embedding = Embedding(dense_embedding=[float(x) for x in vector])
-    search = RedisSearchConfig(connection=connection, index=record.index, top_k=top_k, retrieval=retrieval,
-                               score_threshold=None if retrieval_only else min_score,
-                               expected_embedding={"model": record.embedding.get("model"),
-                                                   "dimension": record.embedding.get("dimension")})
+    search = search_parameters(retrieval, VectorSearchParameters(
+        index=record.index, top_k=top_k, score_threshold=None if retrieval_only else min_score,
+        expected_embedding={"model": record.embedding.get("model"), "dimension": record.embedding.get("dimension")}))
     t1 = time.perf_counter()
-    with RedisVectorSearchHandler(search) as handler:
+    with RedisVectorSearchHandler(connection, search) as handler:
         request, response = handler(chunk)
     row = retrieved_row(join_hits(request, response))
     timings["retrieve"] = (time.perf_counter() - t1) * 1000

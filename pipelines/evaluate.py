@@ -196,15 +196,16 @@ def retrieve(connection: Any, index: str, queries: dict[str, str], modes: Sequen
 
     from pipelines.query import index_embedding
     from rag_core.embeddings import embedding_transform
-    from rag_core.enrichment import IndexTarget, RedisSearchConfig, RedisVectorSearchHandler, join_hits
+    from rag_core.enrichment import RedisVectorSearchHandler, VectorSearchParameters, join_hits, search_parameters
     from rag_core.store.catalog import IndexCatalog
+    from rag_core.store.schema import IndexLayout
     from rag_core.types import Chunk, Content
 
-    target = IndexTarget.parse(index)
+    alias, pinned = IndexLayout.parse(index)
     client = connection.client()
     try:
-        catalog = IndexCatalog(client, target.alias)
-        record = catalog.current() if target.version is None else catalog.get(target.version)
+        catalog = IndexCatalog(client, alias)
+        record = catalog.current() if pinned is None else catalog.get(pinned.version)
         if record is None:
             raise ConfigError(f"index {index!r} is not in the catalog")
     finally:
@@ -213,21 +214,20 @@ def retrieve(connection: Any, index: str, queries: dict[str, str], modes: Sequen
     claims = [Chunk(content=Content(text=text), id=qid, metadata={"question": text})
               for qid, text in queries.items()]
     # IngestOptions (imported with the query module) declares --input/--index required.
-    options = PipelineOptions(["--input", str(work), "--index", target.alias])
+    options = PipelineOptions(["--input", str(work), "--index", alias])
     outputs = {mode: work / f"hits-{mode}.jsonl" for mode in modes}
     with beam.Pipeline(options=options) as pipeline:
         embedded = (pipeline
                     | "Claims" >> beam.Create(claims)
                     | "Embed" >> embedding_transform(embedding))
         for mode in modes:
-            config = RedisSearchConfig(
-                connection=connection, index=record.index, top_k=depth_chunks, return_text=False,
-                retrieval=mode, ef_runtime=ef_runtime, max_batch_size=batch_size,
+            handler = RedisVectorSearchHandler(connection, search_parameters(mode, VectorSearchParameters(
+                index=record.index, top_k=depth_chunks, return_text=False, ef_runtime=ef_runtime,
                 expected_embedding={"model": record.embedding.get("model"),
-                                    "dimension": record.embedding.get("dimension")})
+                                    "dimension": record.embedding.get("dimension")})), max_batch_size=batch_size)
             _ = (embedded
-                 | f"Retrieve[{mode}]" >> Enrichment(RedisVectorSearchHandler(config), join_fn=join_hits,
-                                                     timeout=config.worst_case_seconds())
+                 | f"Retrieve[{mode}]" >> Enrichment(handler, join_fn=join_hits,
+                                                     timeout=handler.worst_case_seconds())
                  | f"ToRow[{mode}]" >> beam.Map(_hits_row)
                  | f"Write[{mode}]" >> beam.io.WriteToText(str(outputs[mode]), shard_name_template="",
                                                            num_shards=1))

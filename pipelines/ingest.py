@@ -35,7 +35,7 @@ from rag_core.chunking import Chunker, ChunkingConfig, hf_token_spans
 from rag_core.documents import DEFAULT_MAX_DOC_BYTES, FieldMap
 from rag_core.embeddings import EmbeddingConfig, embedding_transform, resolve_embedding_model
 from rag_core.errors import ConfigError, ModelMismatchError, RedisUnavailableError
-from rag_core.ingestion import MergeSummaries, RedisVectorWriterConfig, WriteSummary
+from rag_core.ingestion import WRITE_RETRY, MergeSummaries, RedisVectorWriterConfig, WriteSummary
 from rag_core.readers import DEAD_LETTER, FORMATS, DeduplicateById, ReadDocuments
 from rag_core.store.catalog import IndexCatalog
 from rag_core.store.connection import RedisConnection
@@ -247,7 +247,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Inge
             DEAD_LETTER, main="chunks")
     embedded = chunked.chunks | "Embed" >> embedding_transform(plan.embedding)
     writer = RedisVectorWriterConfig(connection=plan.connection, key_prefix=plan.layout.prefix, mode=plan.mode,
-                                     batch_size=opts.write_batch_size, max_retries=opts.write_max_retries)
+                                     batch_size=opts.write_batch_size,
+                                     retry=WRITE_RETRY.with_max_retries(opts.write_max_retries))
     (embedded
      | "Write" >> writer.create_write_transform()
      | "Total" >> beam.CombineGlobally(MergeSummaries())

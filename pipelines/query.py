@@ -70,8 +70,8 @@ import pipelines.ingest  # noqa: F401  (see above)
 from pipelines.options import EmbeddingOptions, resolve_connection
 from rag_core.documents import clean_text
 from rag_core.embeddings import EmbeddingConfig, canonical_model_name, embedding_transform
-from rag_core.enrichment import (ENRICHMENT_KEY, ERROR_KEY, RETRIEVAL_KEY, RedisSearchConfig, RedisVectorSearchHandler,
-                                  join_hits)
+from rag_core.enrichment import (ENRICHMENT_KEY, ERROR_KEY, RETRIEVAL_KEY, RedisVectorSearchHandler,
+                                  VectorSearchParameters, join_hits, search_parameters)
 from rag_core.errors import ConfigError, ModelMismatchError
 from rag_core.filters import field_kinds, validate_filter
 from rag_core.generation import DEFAULT_GENERATOR, DTYPES, GeneratorConfig, GeneratorModelHandler
@@ -558,7 +558,7 @@ class QueryPlan:
     record: VersionRecord  # the index version every question is answered from
     kinds: dict[str, FieldKind]
     embedding: EmbeddingConfig
-    search: RedisSearchConfig
+    search: RedisVectorSearchHandler  # cheap and picklable: it connects in __enter__
     generator: GeneratorConfig | None  # None with --retrieval-only
     prompt: PromptConfig | None  # None with --retrieval-only
     dead_letter_path: str
@@ -635,12 +635,11 @@ def plan_query(options: PipelineOptions, argv: Sequence[str] = ()) -> QueryPlan:
         min_score = None if opts.retrieval_only else DEFAULT_MIN_SCORE
     elif min_score <= -1:
         min_score = None
-    search = RedisSearchConfig(
-        connection=connection, index=record.index, top_k=opts.top_k, score_threshold=min_score,
-        ef_runtime=opts.search_ef_runtime, return_text=True, max_batch_size=opts.retrieval_batch_size,
-        retrieval=opts.retrieval, on_unavailable="report",
-        expected_embedding={"model": record.embedding.get("model"),
-                            "dimension": record.embedding.get("dimension")})
+    search = RedisVectorSearchHandler(connection, search_parameters(opts.retrieval, VectorSearchParameters(
+        index=record.index, top_k=opts.top_k, score_threshold=min_score, ef_runtime=opts.search_ef_runtime,
+        return_text=True, expected_embedding={"model": record.embedding.get("model"),
+                                              "dimension": record.embedding.get("dimension")})),
+        on_unavailable="report", max_batch_size=opts.retrieval_batch_size)
     generator = prompt = None
     if not opts.retrieval_only:
         generator = GeneratorConfig(
@@ -701,11 +700,11 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Quer
               | "KeyById" >> beam.Map(lambda q: (q.id, q))
               | "GroupById" >> beam.GroupByKey()
               | "FirstPerId" >> beam.FlatMapTuple(first_per_id).with_outputs(DEAD_LETTER, main="questions"))
-    handler = RedisVectorSearchHandler(plan.search)
+    handler = plan.search
     retrieved = (unique.questions
                  | "ToChunk" >> beam.Map(to_chunk)
                  | "Embed" >> embedding_transform(plan.embedding)
-                 | "Retrieve" >> Enrichment(handler, join_fn=join_hits, timeout=plan.search.worst_case_seconds())
+                 | "Retrieve" >> Enrichment(handler, join_fn=join_hits, timeout=handler.worst_case_seconds())
                  | "CheckRetrieval" >> beam.ParDo(_CheckRetrievalFn()).with_outputs(DEAD_LETTER, main="found"))
     dead_letters = [read[DEAD_LETTER], unique[DEAD_LETTER], retrieved[DEAD_LETTER]]
     retrieved = retrieved.found | "ToRow" >> beam.Map(retrieved_row)

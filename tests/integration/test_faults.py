@@ -413,8 +413,8 @@ def _reindex_in_background(client: Any, alias: str, fillers: int) -> str:
 
 def test_during_a_reindex_the_handler_waits_instead_of_searching_half_an_index(
         tmp_path: Path) -> None:
-    from rag_core.enrichment import ERROR_KEY, RedisSearchConfig, RedisVectorSearchHandler
-    from rag_core.store.catalog import ft_info
+    from rag_core.enrichment import ERROR_KEY, RedisVectorSearchHandler, VectorSearchParameters
+    from rag_core.store.info import ft_info
     from rag_core.store.connection import RedisConnection
 
     request = _question_chunk("Which note describes volcanoes number 8?")
@@ -422,9 +422,9 @@ def test_during_a_reindex_the_handler_waits_instead_of_searching_half_an_index(
         _build_qa_index(server, tmp_path, "qa", 20)
         client = raw_client(server, socket_timeout=30.0)
         connection = RedisConnection.from_url(server.url)
-        patient = RedisVectorSearchHandler(RedisSearchConfig(connection, "qa", top_k=3))
-        hasty = RedisVectorSearchHandler(RedisSearchConfig(connection, "qa", top_k=3, on_unavailable="report",
-                                                           reindex_wait_s=0.0))
+        patient = RedisVectorSearchHandler(connection, VectorSearchParameters("qa", top_k=3))
+        hasty = RedisVectorSearchHandler(connection, VectorSearchParameters("qa", top_k=3), on_unavailable="report",
+                                         reindex_wait_s=0.0)
         try:
             with patient, hasty:
                 assert patient(request)[1]["hits"][0]["doc_id"] == "doc0008"
