@@ -25,6 +25,7 @@ from rag_core.chunking import Chunker, ChunkingConfig, hf_token_spans  # noqa: E
 from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer  # noqa: E402
 from rag_core.evaluation.scifact import corpus_jsonl_rows, load_scifact  # noqa: E402
 from rag_core.store.catalog import IndexCatalog  # noqa: E402
+from rag_core.store.info import ft_info  # noqa: E402
 from rag_core.store.connection import RedisConnection  # noqa: E402
 from rag_core.store.local_server import LocalRedis  # noqa: E402
 from rag_core.types import Document  # noqa: E402
@@ -67,7 +68,7 @@ def main() -> None:
         pipeline_s = time.perf_counter() - t0
         client = RedisConnection.from_url(server.url).client()
         info = IndexCatalog(client, "bench").info()
-        stats = client.ft(info["index"]).info()
+        stats = ft_info(client, info["index"]) or {}
         client.close()
         chunks = int(info["num_docs"])
         pipeline_rss = peak_rss_mb()

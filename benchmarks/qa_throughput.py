@@ -47,7 +47,7 @@ def retrieval_ms(url: str, rows: list[dict[str, str]], batch: int) -> float:
 
     from rag_core.questions import Question, index_embedding, to_chunk
     from rag_core.embeddings import embed_texts, load_sentence_transformer
-    from rag_core.enrichment import RedisSearchConfig, RedisVectorSearchHandler
+    from rag_core.enrichment import RedisVectorSearchHandler, VectorSearchParameters
     from rag_core.store.catalog import IndexCatalog
     from rag_core.store.connection import RedisConnection
 
@@ -62,7 +62,7 @@ def retrieval_ms(url: str, rows: list[dict[str, str]], batch: int) -> float:
         c = to_chunk(Question(id=r["id"], question=r["question"], source="bench"))
         c.embedding = Embedding(dense_embedding=[float(x) for x in v])
         chunks.append(c)
-    with RedisVectorSearchHandler(RedisSearchConfig(conn, record.index, top_k=5)) as handler:
+    with RedisVectorSearchHandler(conn, VectorSearchParameters(record.index, top_k=5)) as handler:
         handler(chunks[:batch])  # warm up
         t0 = time.perf_counter()
         for start in range(0, len(chunks), batch):

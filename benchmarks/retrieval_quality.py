@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.evaluate import build_index, load_dataset, retrieve, score  # noqa: E402
 from rag_core.evaluation.report import overlap_at_k  # noqa: E402
 from rag_core.store.catalog import IndexCatalog  # noqa: E402
+from rag_core.store.info import ft_info  # noqa: E402
 from rag_core.store.connection import RedisConnection  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
@@ -47,7 +48,7 @@ MEMORY_FIELDS = ("inverted_sz_mb", "vector_index_sz_mb", "offset_vectors_sz_mb",
 def index_memory(client: Any, index: str, prefix: str, documents: int, sample: int = 200) -> dict[str, Any]:
     """FT.INFO memory figures (MB) and the total per document / per chunk (KB), plus the
     chunk hashes themselves (MEMORY USAGE of a sample of keys, scaled up)."""
-    info = {k if isinstance(k, str) else k.decode(): v for k, v in client.ft(index).info().items()}
+    info = ft_info(client, index) or {}
     mb = {k: round(float(info[k]), 3) for k in MEMORY_FIELDS if k in info}
     total = mb.get("total_index_memory_sz_mb")
     if total is None:  # older modules: sum the parts

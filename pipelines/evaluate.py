@@ -38,13 +38,14 @@ from typing import Any, Sequence
 
 from pipelines.command import run_as_command
 from pipelines.options import EMBEDDING_BACKENDS, resolve_connection
+from rag_core.enrichment import RetrievalMode
 from rag_core.errors import ConfigError
 from rag_core.validation import check_positive_int
 
 _LOG = logging.getLogger(__name__)
 
 DATASETS = ("scifact",)
-MODES = ("dense", "hybrid")
+MODES = tuple(m.value for m in RetrievalMode)
 DEFAULT_DEPTH_CHUNKS = 300  # ~3 chunks per document: enough for recall@100 over documents
 
 
@@ -187,16 +188,17 @@ def retrieve(connection: Any, index: str, queries: dict[str, str], modes: Sequen
     from apache_beam.transforms.enrichment import Enrichment
 
     from rag_core.embeddings import embedding_transform
-    from rag_core.enrichment import IndexTarget, RedisSearchConfig, RedisVectorSearchHandler, join_hits
+    from rag_core.enrichment import RedisVectorSearchHandler, VectorSearchParameters, join_hits, search_parameters
     from rag_core.questions import index_embedding
     from rag_core.store.catalog import IndexCatalog
+    from rag_core.store.schema import IndexLayout
     from rag_core.types import Chunk, Content
 
-    target = IndexTarget.parse(index)
+    alias, pinned = IndexLayout.parse(index)
     client = connection.client()
     try:
-        catalog = IndexCatalog(client, target.alias)
-        record = catalog.current() if target.version is None else catalog.get(target.version)
+        catalog = IndexCatalog(client, alias)
+        record = catalog.current() if pinned is None else catalog.get(pinned.version)
         if record is None:
             raise ConfigError(f"index {index!r} is not in the catalog")
     finally:
@@ -211,14 +213,13 @@ def retrieve(connection: Any, index: str, queries: dict[str, str], modes: Sequen
                     | "Claims" >> beam.Create(claims)
                     | "Embed" >> embedding_transform(embedding))
         for mode in modes:
-            config = RedisSearchConfig(
-                connection=connection, index=record.index, top_k=depth_chunks, return_text=False,
-                retrieval=mode, ef_runtime=ef_runtime, max_batch_size=batch_size,
+            handler = RedisVectorSearchHandler(connection, search_parameters(mode, VectorSearchParameters(
+                index=record.index, top_k=depth_chunks, return_text=False, ef_runtime=ef_runtime,
                 expected_embedding={"model": record.embedding.get("model"),
-                                    "dimension": record.embedding.get("dimension")})
+                                    "dimension": record.embedding.get("dimension")})), max_batch_size=batch_size)
             _ = (embedded
-                 | f"Retrieve[{mode}]" >> Enrichment(RedisVectorSearchHandler(config), join_fn=join_hits,
-                                                     timeout=config.worst_case_seconds())
+                 | f"Retrieve[{mode}]" >> Enrichment(handler, join_fn=join_hits,
+                                                     timeout=handler.worst_case_seconds())
                  | f"ToRow[{mode}]" >> beam.Map(_hits_row)
                  | f"Write[{mode}]" >> beam.io.WriteToText(str(outputs[mode]), shard_name_template="",
                                                            num_shards=1))

@@ -29,7 +29,7 @@ from rag_core.dedupe import DeduplicateById, Keep
 from rag_core.documents import FieldMap
 from rag_core.embeddings import EmbeddingConfig, embedding_transform, resolve_embedding_model
 from rag_core.errors import ConfigError, ModelMismatchError, RedisUnavailableError
-from rag_core.ingestion import MergeSummaries, RedisVectorWriterConfig
+from rag_core.ingestion import WRITE_RETRY, MergeSummaries, RedisVectorWriterConfig
 from rag_core.publishing import PublishFn
 from rag_core.readers import ReadDocuments
 from rag_core.sinks import DEAD_LETTER, WriteDeadLetters, home_dead_letter_path
@@ -128,7 +128,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Inge
     embedded = chunked.chunks | "Embed" >> embedding_transform(plan.embedding)
     writer = RedisVectorWriterConfig(connection=plan.connection, key_prefix=plan.layout.prefix,
                                      mode=plan.mode.value, batch_size=opts.write_batch_size,
-                                     max_retries=opts.write_max_retries)
+                                     retry=WRITE_RETRY.with_max_retries(opts.write_max_retries))
     (embedded
      | "Write" >> writer.create_write_transform()
      | "Total" >> beam.CombineGlobally(MergeSummaries())

@@ -18,7 +18,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from rag_core.answers import ABSTAIN, DEFAULT_MIN_SCORE
 from rag_core.documents import DEFAULT_MAX_DOC_BYTES
-from rag_core.enrichment import RETRIEVAL_MODES
+from rag_core.embeddings.config import EmbeddingBackend
+from rag_core.enrichment import RetrievalMode
 from rag_core.generation import DEFAULT_GENERATOR, DTYPES
 from rag_core.prompt import PromptStyle
 from rag_core.questions import DEFAULT_MAX_QUESTION_CHARS, INPUT_FORMATS
@@ -26,7 +27,7 @@ from rag_core.readers import FORMATS
 from rag_core.sinks import OUTPUT_FORMATS
 from rag_core.store.connection import RedisConnection
 
-EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
+EMBEDDING_BACKENDS = tuple(b.value for b in EmbeddingBackend)
 
 
 class BuildMode(str, Enum):
@@ -110,7 +111,7 @@ class QueryOptions(PipelineOptions):
         parser.add_argument("--search-ef-runtime", dest="search_ef_runtime", type=int, default=None,
                             help="HNSW EF_RUNTIME for these searches "
                                  "(default: the index's, at least 64 and 2 x --top-k)")
-        parser.add_argument("--retrieval", dest="retrieval", default="dense", choices=list(RETRIEVAL_MODES),
+        parser.add_argument("--retrieval", dest="retrieval", default="dense", choices=_choices(RetrievalMode),
                             help="dense: vector KNN; hybrid: KNN and BM25 over text and title, fused "
                                  "(rag_core.hybrid); --min-score still applies to the cosine similarity")
         parser.add_argument("--retrieval-batch-size", dest="retrieval_batch_size", type=int, default=32,

@@ -47,7 +47,7 @@ from rag_core.answers import (ABSTAINED, ANSWER, CONTEXT, FAILED, BuildPromptFn,
                               failed_batch_to_keyed_reasons, join_answer, resolve_min_score, retrieved_row)
 from rag_core.dedupe import DeduplicateById, Keep
 from rag_core.embeddings import EmbeddingConfig, embedding_transform
-from rag_core.enrichment import RedisSearchConfig, RedisVectorSearchHandler, join_hits
+from rag_core.enrichment import RedisVectorSearchHandler, VectorSearchParameters, join_hits, search_parameters
 from rag_core.errors import ConfigError
 from rag_core.filters import field_kinds
 from rag_core.generation import METRICS_NAMESPACE as GENERATION_NAMESPACE
@@ -71,7 +71,7 @@ class QueryPlan:
     record: VersionRecord  # the index version every question is answered from
     kinds: dict[str, FieldKind]
     embedding: EmbeddingConfig
-    search: RedisSearchConfig
+    search: RedisVectorSearchHandler  # cheap and picklable: it connects in __enter__
     generator: GeneratorConfig | None  # None with --retrieval-only
     prompt: PromptConfig | None  # None with --retrieval-only
     dead_letter_path: str
@@ -113,13 +113,11 @@ def plan_query(options: PipelineOptions, argv: Sequence[str] = ()) -> QueryPlan:
     embedding = index_embedding(
         record.embedding, record.index, eopts.embedding_model,
         eopts.embedding_backend if _given(argv, "--embedding-backend") else None, eopts.embedding_batch_size)
-    search = RedisSearchConfig(
-        connection=connection, index=record.index, top_k=opts.top_k,
-        score_threshold=resolve_min_score(opts.min_score, opts.retrieval_only),
-        ef_runtime=opts.search_ef_runtime, return_text=True, max_batch_size=opts.retrieval_batch_size,
-        retrieval=opts.retrieval, on_unavailable="report",
-        expected_embedding={"model": record.embedding.get("model"),
-                            "dimension": record.embedding.get("dimension")})
+    search = RedisVectorSearchHandler(connection, search_parameters(opts.retrieval, VectorSearchParameters(
+        index=record.index, top_k=opts.top_k, score_threshold=resolve_min_score(opts.min_score, opts.retrieval_only),
+        ef_runtime=opts.search_ef_runtime, return_text=True,
+        expected_embedding={"model": record.embedding.get("model"), "dimension": record.embedding.get("dimension")})),
+        on_unavailable="report", max_batch_size=opts.retrieval_batch_size)
     generator = prompt = None
     if not opts.retrieval_only:
         generator = GeneratorConfig(
@@ -153,7 +151,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Quer
     retrieved = (unique.unique
                  | "ToChunk" >> beam.Map(to_chunk)
                  | "Embed" >> embedding_transform(plan.embedding)
-                 | "Retrieve" >> Enrichment(RedisVectorSearchHandler(plan.search), join_fn=join_hits,
+                 | "Retrieve" >> Enrichment(plan.search, join_fn=join_hits,
                                             timeout=plan.search.worst_case_seconds())
                  | "CheckRetrieval" >> beam.ParDo(CheckRetrievalFn()).with_outputs(DEAD_LETTER, main="found"))
     dead_letters = [read[DEAD_LETTER], unique[DEAD_LETTER], retrieved[DEAD_LETTER]]

@@ -31,8 +31,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.rag.types import Embedding
 
 from rag_core.embeddings import embed_texts, load_sentence_transformer
-from rag_core.enrichment import (ENRICHMENT_KEY, ERROR_KEY, RETRIEVAL_KEY, RedisSearchConfig, RedisVectorSearchHandler,
-                                 join_hits)
+from rag_core.enrichment import (ENRICHMENT_KEY, ERROR_KEY, RETRIEVAL_KEY, RedisVectorSearchHandler,
+                                 VectorSearchParameters, join_hits, search_parameters)
 from rag_core.generation import GeneratorConfig, generate_batch, load_generator, load_tokenizer
 from rag_core.prompt import Passage, PromptBuilder, PromptConfig
 from rag_core.questions import DEFAULT_MAX_QUESTION_CHARS, Question, check_question, index_embedding, to_chunk
@@ -239,12 +239,11 @@ def answer_one(question: str, connection: RedisConnection, record: VersionRecord
     timings["embed"] = (time.perf_counter() - t0) * 1000
     chunk = to_chunk(Question(id="ask", question=question, source="ask", filter=filter))
     chunk.embedding = Embedding(dense_embedding=[float(x) for x in vector])
-    search = RedisSearchConfig(connection=connection, index=record.index, top_k=top_k, retrieval=retrieval,
-                               score_threshold=resolve_min_score(min_score, retrieval_only=generator is None),
-                               expected_embedding={"model": record.embedding.get("model"),
-                                                   "dimension": record.embedding.get("dimension")})
+    search = search_parameters(retrieval, VectorSearchParameters(
+        index=record.index, top_k=top_k, score_threshold=resolve_min_score(min_score, retrieval_only=generator is None),
+        expected_embedding={"model": record.embedding.get("model"), "dimension": record.embedding.get("dimension")}))
     t1 = time.perf_counter()
-    with RedisVectorSearchHandler(search) as handler:
+    with RedisVectorSearchHandler(connection, search) as handler:
         request, response = handler(chunk)
     row = retrieved_row(join_hits(request, response))
     timings["retrieve"] = (time.perf_counter() - t1) * 1000

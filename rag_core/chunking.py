@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from rag_core.errors import ConfigError
-from rag_core.types import Chunk, Content, Document
+from rag_core.types import Chunk, ChunkMeta, Content, Document
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 # A sentence ends at . ! ? (optionally followed by a closing quote/bracket) then whitespace.
@@ -198,15 +198,15 @@ class Chunker:
                 id=chunk_id(doc.id, n),
                 index=n,
                 metadata={
-                    "doc_id": doc.id,
-                    "title": doc.title,
-                    "text": text,
-                    "url": doc.url,
-                    "chunk_count": len(spans),
-                    "content_hash": content_hash(doc.title, text),
-                    "metadata": dict(doc.metadata),
-                    "tokens": span.tokens + title_tokens + cfg.special_tokens,
-                    "chunks_dropped": dropped,
+                    ChunkMeta.DOC_ID: doc.id,
+                    ChunkMeta.TITLE: doc.title,
+                    ChunkMeta.TEXT: text,
+                    ChunkMeta.URL: doc.url,
+                    ChunkMeta.CHUNK_COUNT: len(spans),
+                    ChunkMeta.CONTENT_HASH: content_hash(doc.title, text),
+                    ChunkMeta.METADATA: dict(doc.metadata),
+                    ChunkMeta.TOKENS: span.tokens + title_tokens + cfg.special_tokens,
+                    ChunkMeta.CHUNKS_DROPPED: dropped,
                 },
             ))
         return out

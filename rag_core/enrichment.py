@@ -1,10 +1,14 @@
 """Redis vector search as a Beam ``EnrichmentSourceHandler``, shaped like Beam's
-``apache_beam/ml/rag/enrichment/milvus_search.py``.
+``apache_beam/ml/rag/enrichment/milvus_search.py``: the handler takes its concerns
+whole (where Redis is, what to search, how to retry).
 
 Use it through ``apache_beam.transforms.enrichment.Enrichment``::
 
-    handler = RedisVectorSearchHandler(RedisSearchConfig(connection=conn, index="docs", top_k=5))
-    enriched = questions | Enrichment(handler, join_fn=join_hits)
+    handler = RedisVectorSearchHandler(conn, VectorSearchParameters(index="docs", top_k=5))
+    enriched = questions | Enrichment(handler, join_fn=join_hits, timeout=handler.worst_case_seconds())
+
+``HybridSearchParameters(VectorSearchParameters(...), HybridConfig())`` searches in
+hybrid mode instead (see :func:`search_parameters` to pick by :class:`RetrievalMode`).
 
 A request is a Beam ``Chunk`` whose ``embedding.dense_embedding`` is the question
 vector (``content.text`` the question, ``id`` its id, ``metadata["filter"]`` an
@@ -24,9 +28,10 @@ answered from one version. ``__call__`` sends all KNN queries of a batch in one
 redis-py pipeline (the vector travels as a query parameter, never in the query
 text) behind an ``FT.INFO`` probe (a batch waits, bounded, while RediSearch re-indexes
 after a restart, instead of silently searching half an index), and retries connection
-errors with bounded backoff before raising :class:`~rag_core.errors.RedisUnavailableError`
-(or, with ``on_unavailable="report"``, answering each request with the error for the
-pipeline to dead-letter). ``__exit__`` closes the client.
+errors under its :class:`~rag_core.retry.RetryPolicy` before raising
+:class:`~rag_core.errors.RedisUnavailableError` (or, with ``on_unavailable="report"``,
+answering each request with the error for the pipeline to dead-letter). ``__exit__``
+closes the client.
 
 Beam runs ``__call__`` in a worker thread where Beam metrics are not recorded, so
 the latency travels with the response and the pipeline records it after the join.
@@ -37,10 +42,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence, Union, cast
+from enum import Enum
+from typing import Any, Mapping, Sequence, Union, cast
 
 import numpy as np
 from apache_beam.transforms.enrichment import EnrichmentSourceHandler
@@ -48,26 +53,33 @@ from apache_beam.transforms.enrichment import EnrichmentSourceHandler
 from rag_core.errors import ConfigError, IndexNotFoundError, ModelMismatchError, RedisUnavailableError
 from rag_core.filters import build_filter, field_kinds
 from rag_core.hybrid import HybridConfig, fuse_hits, text_search_args
-from rag_core.store.catalog import IndexCatalog, VersionRecord, ft_info
+from rag_core.retry import NO_RETRY, RetryPolicy, call_with_retries
+from rag_core.store.catalog import IndexCatalog, VersionRecord
 from rag_core.store.connection import RedisConnection
-from rag_core.store.schema import FieldKind, IndexLayout, validate_index_name
+from rag_core.store.info import IndexStatus, index_status
+from rag_core.store.schema import FieldKind, IndexLayout
 from rag_core.types import Chunk
+from rag_core.validation import check_int, check_number, check_optional_int
 
 __all__ = [
     "ENRICHMENT_KEY",
     "ERROR_KEY",
     "RETRIEVAL_KEY",
     "FILTER_KEY",
-    "RETRIEVAL_MODES",
-    "IndexTarget",
-    "RedisSearchConfig",
+    "SEARCH_RETRY",
+    "HybridSearchParameters",
+    "OnUnavailable",
     "RedisVectorSearchHandler",
+    "RetrievalMode",
+    "SearchParameters",
     "SearchResponse",
+    "VectorSearchParameters",
     "dense_search_args",
     "hybrid_search_args",
     "join_hits",
     "parse_hybrid_replies",
     "parse_search_reply",
+    "search_parameters",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -79,7 +91,6 @@ VECTOR_FIELD = "embedding"
 DISTANCE_FIELD = "vector_distance"
 _HIT_FIELDS = ("chunk_id", "doc_id", "title", "chunk_index")
 MAX_TOP_K = 1000
-ON_UNAVAILABLE = ("raise", "report")
 # Set in a response by on_unavailable="report" when the batch's search failed.
 ERROR_KEY = "error"
 # HNSW EF_RUNTIME used when none is asked for: at least this (and 2 * top_k), even when
@@ -87,18 +98,39 @@ ERROR_KEY = "error"
 # neighbour even in small indexes (measured: 56 chunks, 4 facts among 52 look-alike
 # notes, EF_RUNTIME 10 and 16 miss, 20+ find it).
 MIN_EF_RUNTIME = 64
+# How a search (and the catalog read in __enter__) is retried on connection errors.
+SEARCH_RETRY = RetryPolicy(max_retries=5, backoff_s=0.1, max_backoff_s=2.0)
 
 Hit = dict[str, Any]
 # The response of one request: the hits (best first), the index searched, the latency.
 SearchResponse = dict[str, Any]
 
 
+class RetrievalMode(str, Enum):
+    """How questions are searched (the values of ``--retrieval``)."""
+
+    DENSE = "dense"
+    """KNN over the chunk embeddings."""
+    HYBRID = "hybrid"
+    """KNN and BM25 over ``text``/``title``, fused: ``score`` is the fused score and each
+    hit also has ``dense_score`` and ``text_score``."""
+
+
+class OnUnavailable(str, Enum):
+    """What a batch does when Redis stays unreachable through every retry."""
+
+    RAISE = "raise"
+    """:class:`RedisUnavailableError` (in-process callers)."""
+    REPORT = "report"
+    """Each request gets no hits and ``"error"`` = the reason, for the pipeline to
+    dead-letter (batch pipelines, which must not lose the other questions)."""
+
+
 @dataclass(frozen=True)
-class RedisSearchConfig:
-    """How to search one knowledge base.
+class VectorSearchParameters:
+    """A KNN search of one knowledge base (dense retrieval).
 
     Args:
-        connection: where Redis is.
         index: the alias users type (``docs``), or a pinned version (``docs__v2026...``).
         top_k: passages per question (1..1000).
         score_threshold: drop hits scoring below this (cosine similarity). In hybrid mode it
@@ -107,120 +139,93 @@ class RedisSearchConfig:
         ef_runtime: HNSW ``EF_RUNTIME`` for these queries (ignored for FLAT indexes);
             None uses the index's default raised to at least ``max(MIN_EF_RUNTIME, 2 * top_k)``.
         return_text: fetch chunk text (False for retrieval metrics that need only ids).
-        retrieval: the query mode: ``dense`` (KNN over the embedding) or ``hybrid``
-            (KNN and BM25 over ``text``/``title``, fused; ``score`` is then the fused
-            score and each hit also has ``dense_score`` and ``text_score``).
-        hybrid: the BM25 query, fusion and candidate depth of hybrid mode.
         expected_embedding: the embedding settings of the question vectors
             (``model``, ``dimension``, ``backend_family``); any key present in both
             this and the index's record must match, else ``ModelMismatchError``.
-        max_retries / backoff_s / max_backoff_s: bounded exponential backoff on
-            connection errors and timeouts.
-        min_batch_size / max_batch_size: Beam ``BatchElements`` bounds: questions
-            per Redis round trip.
-        on_unavailable: what a batch does when Redis stays unreachable through every
-            retry. ``"raise"`` (in-process callers): :class:`RedisUnavailableError`.
-            ``"report"`` (batch pipelines, which must not lose the other questions):
-            each request gets no hits and ``"error"`` = the reason, for the pipeline to
-            dead-letter; while Redis is known down (within ``circuit_open_s`` of the last
-            failure) later batches try once, without the backoff, so a dead server costs
-            one connection attempt per batch rather than the whole retry budget.
-        circuit_open_s: how long a failure after all retries keeps the fast path on.
-        reindex_wait_s: while RediSearch re-indexes (e.g. after a restart), wait up to
-            this long before searching: a search during the re-index silently misses
-            documents. Past it the batch fails as unavailable (dead-lettered under
-            ``"report"``).
     """
 
-    connection: RedisConnection
     index: str
     top_k: int = 5
     score_threshold: float | None = None
     ef_runtime: int | None = None
     return_text: bool = True
-    retrieval: str = "dense"
-    hybrid: HybridConfig = HybridConfig()
     expected_embedding: Mapping[str, Any] | None = field(default=None, hash=False)
-    max_retries: int = 5
-    backoff_s: float = 0.1
-    max_backoff_s: float = 2.0
-    min_batch_size: int = 1
-    max_batch_size: int = 32
-    on_unavailable: str = "raise"
-    circuit_open_s: float = 30.0
-    reindex_wait_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.connection, RedisConnection):
-            raise ConfigError("connection must be a RedisConnection (use RedisConnection.from_url)")
-        IndexTarget.parse(self.index)
-        _positive_int("top_k", self.top_k)
-        if self.top_k > MAX_TOP_K:
-            raise ConfigError(f"top_k must be at most {MAX_TOP_K}, got {self.top_k}")
-        if self.score_threshold is not None and (
-                isinstance(self.score_threshold, bool) or not isinstance(self.score_threshold, (int, float))
-                or not math.isfinite(self.score_threshold)):
-            raise ConfigError(f"score_threshold must be a finite number, got {self.score_threshold!r}")
-        if self.ef_runtime is not None:
-            _positive_int("ef_runtime", self.ef_runtime)
-        if not isinstance(self.hybrid, HybridConfig):
-            raise ConfigError("hybrid must be a rag_core.hybrid.HybridConfig")
-        if self.retrieval not in RETRIEVAL_MODES:
-            raise ConfigError(
-                f"retrieval must be one of {', '.join(sorted(RETRIEVAL_MODES))}, got {self.retrieval!r}")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ConfigError(f"max_retries must be an int >= 0, got {self.max_retries!r}")
-        if not self.backoff_s > 0 or self.max_backoff_s < self.backoff_s:
-            raise ConfigError("backoff_s must be > 0 and max_backoff_s >= backoff_s")
-        _positive_int("min_batch_size", self.min_batch_size)
-        _positive_int("max_batch_size", self.max_batch_size)
-        if self.max_batch_size < self.min_batch_size:
-            raise ConfigError("max_batch_size must be >= min_batch_size")
-        if self.on_unavailable not in ON_UNAVAILABLE:
-            raise ConfigError(
-                f"on_unavailable must be one of {', '.join(ON_UNAVAILABLE)}, got {self.on_unavailable!r}")
-        for name in ("circuit_open_s", "reindex_wait_s"):
-            value = getattr(self, name)
-            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                    or value < 0):
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        IndexLayout.parse(self.index)
+        check_int("top_k", self.top_k, minimum=1, maximum=MAX_TOP_K)
+        if self.score_threshold is not None:
+            check_number("score_threshold", self.score_threshold)
+        check_optional_int("ef_runtime", self.ef_runtime, minimum=1)
 
-    def worst_case_seconds(self) -> float:
-        """An upper bound on one batch's time when Redis is down: a timeout for
-        ``Enrichment(timeout=...)`` that never cuts the handler's own retries short."""
-        sleeps, delay = 0.0, self.backoff_s
-        for _ in range(self.max_retries):
-            sleeps += delay
-            delay = min(delay * 2, self.max_backoff_s)
-        per_try = self.connection.connect_timeout + self.connection.socket_timeout
-        return sleeps + (self.max_retries + 1) * per_try + 5.0
+    @property
+    def mode(self) -> RetrievalMode:
+        return RetrievalMode.DENSE
 
+    @property
+    def vector(self) -> "VectorSearchParameters":
+        """The KNN part (itself), as :class:`HybridSearchParameters` has one."""
+        return self
 
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive int, got {value!r}")
+    def commands(self, request: Chunk, info: "IndexInfo") -> list[list[Any]]:
+        """The ``FT.SEARCH`` argument lists of one question."""
+        return [dense_search_args(request, info, self)]
+
+    def parse(self, replies: Sequence[Any], info: "IndexInfo") -> list[Hit]:
+        """The replies to :meth:`commands` → hits, best first."""
+        return parse_search_reply(replies[0], info, self)
 
 
 @dataclass(frozen=True)
-class IndexTarget:
-    """An alias, optionally pinned to one of its versions."""
+class HybridSearchParameters:
+    """A hybrid search: the KNN search of ``vector`` and a BM25 search, fused by ``hybrid``.
 
-    alias: str
-    version: str | None = None
+    Args:
+        vector: the KNN side; its ``index``, ``top_k``, ``score_threshold`` ... apply to
+            the whole search.
+        hybrid: the BM25 query, fusion and candidate depth.
+    """
 
-    @classmethod
-    def parse(cls, name: str) -> "IndexTarget":
-        """``docs`` or ``docs__v20260101t000000000000``.
+    vector: VectorSearchParameters
+    hybrid: HybridConfig = HybridConfig()
 
-        >>> IndexTarget.parse("docs__v20260101t000000000000").version
-        'v20260101t000000000000'
-        """
-        if not isinstance(name, str):
-            raise ConfigError(f"index must be a string, got {type(name).__name__}")
-        if "__" in name:
-            layout = IndexLayout.from_index_name(name)
-            return cls(layout.alias, layout.version)
-        return cls(validate_index_name(name))
+    def __post_init__(self) -> None:
+        if not isinstance(self.vector, VectorSearchParameters):
+            raise ConfigError("vector must be a VectorSearchParameters")
+        if not isinstance(self.hybrid, HybridConfig):
+            raise ConfigError("hybrid must be a rag_core.hybrid.HybridConfig")
+
+    @property
+    def mode(self) -> RetrievalMode:
+        return RetrievalMode.HYBRID
+
+    def commands(self, request: Chunk, info: "IndexInfo") -> list[list[Any]]:
+        """The KNN and (when the question has a searchable word) the BM25 argument lists."""
+        return hybrid_search_args(request, info, self)
+
+    def parse(self, replies: Sequence[Any], info: "IndexInfo") -> list[Hit]:
+        """The replies to :meth:`commands` → fused hits, best first."""
+        return parse_hybrid_replies(replies, info, self)
+
+
+SearchParameters = Union[VectorSearchParameters, HybridSearchParameters]
+
+
+def search_parameters(mode: RetrievalMode | str, vector: VectorSearchParameters,
+                      hybrid: HybridConfig | None = None) -> SearchParameters:
+    """The search parameters of ``mode`` around ``vector`` (``hybrid`` defaults to ``HybridConfig()``).
+
+    >>> search_parameters("hybrid", VectorSearchParameters("docs")).mode
+    <RetrievalMode.HYBRID: 'hybrid'>
+    """
+    try:
+        mode = RetrievalMode(mode)
+    except ValueError:
+        raise ConfigError(f"retrieval must be one of {', '.join(m.value for m in RetrievalMode)}, "
+                          f"got {mode!r}") from None
+    if mode is RetrievalMode.DENSE:
+        return vector
+    return HybridSearchParameters(vector, hybrid if hybrid is not None else HybridConfig())
 
 
 @dataclass(frozen=True)
@@ -246,13 +251,13 @@ class IndexInfo:
                    str(spec.get("algorithm", "hnsw")), str(spec.get("distance", "cosine")),
                    int(spec.get("hnsw_ef_runtime") or 10))
 
-    def ef_runtime_for(self, config: "RedisSearchConfig") -> int | None:
+    def ef_runtime_for(self, params: VectorSearchParameters) -> int | None:
         """The ``EF_RUNTIME`` to send: None for FLAT indexes."""
         if self.algorithm != "hnsw":
             return None
-        if config.ef_runtime is not None:
-            return config.ef_runtime
-        return max(self.ef_runtime, MIN_EF_RUNTIME, 2 * config.top_k)
+        if params.ef_runtime is not None:
+            return params.ef_runtime
+        return max(self.ef_runtime, MIN_EF_RUNTIME, 2 * params.top_k)
 
 
 # --------------------------------------------------------------------------- query building
@@ -270,7 +275,7 @@ def _question_vector(request: Chunk, info: IndexInfo) -> bytes:
     return np.asarray(vector, dtype=np.float32).tobytes()
 
 
-def dense_search_args(request: Chunk, info: IndexInfo, config: RedisSearchConfig) -> list[Any]:
+def dense_search_args(request: Chunk, info: IndexInfo, params: VectorSearchParameters) -> list[Any]:
     """``FT.SEARCH`` arguments of one KNN query (index name first).
 
     The filter comes from :func:`rag_core.filters.build_filter`; the vector and
@@ -278,14 +283,13 @@ def dense_search_args(request: Chunk, info: IndexInfo, config: RedisSearchConfig
     """
     from redisvl.query import VectorQuery
 
-    return_fields = list(_HIT_FIELDS) + (["text"] if config.return_text else [])
     query = VectorQuery(
         vector=_question_vector(request, info),
         vector_field_name=VECTOR_FIELD,
-        return_fields=return_fields,
+        return_fields=_return_fields(params),
         filter_expression=build_filter(request.metadata.get(FILTER_KEY), info.kinds),
-        num_results=config.top_k,
-        ef_runtime=info.ef_runtime_for(config),
+        num_results=params.top_k,
+        ef_runtime=info.ef_runtime_for(params),
         dialect=2,
     )
     params: list[Any] = []
@@ -294,16 +298,8 @@ def dense_search_args(request: Chunk, info: IndexInfo, config: RedisSearchConfig
     return [info.index, *query.get_args(), "PARAMS", len(params), *params]
 
 
-def _indexing_state(reply: Any) -> tuple[bool, float]:
-    """``(indexing, percent_indexed)`` from a raw RESP2 ``FT.INFO`` reply (a flat key/value list)."""
-    if isinstance(reply, dict):
-        fields = reply
-    else:
-        items = list(reply or [])
-        fields = {_text(k): v for k, v in zip(items[::2], items[1::2])}
-    indexing = bool(int(float(_text(fields.get("indexing", 0)) or 0)))
-    percent = float(_text(fields.get("percent_indexed", 1)) or 0)
-    return indexing, percent
+def _return_fields(params: VectorSearchParameters) -> list[str]:
+    return list(_HIT_FIELDS) + (["text"] if params.return_text else [])
 
 
 def _text(value: Any) -> str:
@@ -314,7 +310,7 @@ def _score(distance: float, metric: str) -> float:
     return -distance if metric == "l2" else 1.0 - distance
 
 
-def parse_search_reply(reply: Sequence[Any], info: IndexInfo, config: RedisSearchConfig) -> list[Hit]:
+def parse_search_reply(reply: Sequence[Any], info: IndexInfo, params: VectorSearchParameters) -> list[Hit]:
     """A RESP2 ``FT.SEARCH`` reply → hits, best first (ties by chunk id), thresholded."""
     hits: list[Hit] = []
     for pos in range(1, len(reply) - 1, 2):
@@ -322,13 +318,13 @@ def parse_search_reply(reply: Sequence[Any], info: IndexInfo, config: RedisSearc
         fields = {_text(raw[i]): raw[i + 1] for i in range(0, len(raw) - 1, 2)}
         distance = float(_text(fields.get(DISTANCE_FIELD, "nan")))
         score = _score(distance, info.distance)
-        if config.score_threshold is not None and not score >= config.score_threshold:
+        if params.score_threshold is not None and not score >= params.score_threshold:
             continue
         hits.append({
             "chunk_id": _text(fields.get("chunk_id", b"")),
             "doc_id": _text(fields.get("doc_id", b"")),
             "title": _text(fields.get("title", b"")),
-            "text": _text(fields["text"]) if config.return_text and "text" in fields else None,
+            "text": _text(fields["text"]) if params.return_text and "text" in fields else None,
             "score": round(score, 6),
             "chunk_index": int(float(_text(fields.get("chunk_index", b"0")))),
         })
@@ -336,23 +332,22 @@ def parse_search_reply(reply: Sequence[Any], info: IndexInfo, config: RedisSearc
     return hits
 
 
-def hybrid_search_args(request: Chunk, info: IndexInfo, config: RedisSearchConfig) -> list[list[Any]]:
+def hybrid_search_args(request: Chunk, info: IndexInfo, params: HybridSearchParameters) -> list[list[Any]]:
     """The ``FT.SEARCH`` commands of one hybrid question: the KNN query and, when the
     question has a searchable word, the BM25 query (same filter, same fields), each
     for ``max(top_k, hybrid.candidates)`` chunks."""
-    depth = max(config.top_k, config.hybrid.candidates)
-    deep = replace(config, top_k=depth) if depth != config.top_k else config
-    commands = [dense_search_args(request, info, deep)]
+    vector = params.vector
+    depth = max(vector.top_k, params.hybrid.candidates)
+    commands = [dense_search_args(request, info, replace(vector, top_k=depth))]
     expression = build_filter(request.metadata.get(FILTER_KEY), info.kinds)
-    return_fields = list(_HIT_FIELDS) + (["text"] if config.return_text else [])
-    text = text_search_args(request.content.text or "", info.index, return_fields, depth, config.hybrid.text,
-                            "*" if expression is None else str(expression))
+    text = text_search_args(request.content.text or "", info.index, _return_fields(vector), depth,
+                            params.hybrid.text, "*" if expression is None else str(expression))
     if text is not None:
         commands.append(text)
     return commands
 
 
-def _parse_text_reply(reply: Sequence[Any], config: RedisSearchConfig) -> list[Hit]:
+def _parse_text_reply(reply: Sequence[Any], params: VectorSearchParameters) -> list[Hit]:
     """A RESP2 ``FT.SEARCH ... WITHSCORES`` reply → hits with their BM25 ``score``."""
     hits: list[Hit] = []
     for pos in range(1, len(reply) - 2, 3):
@@ -362,40 +357,21 @@ def _parse_text_reply(reply: Sequence[Any], config: RedisSearchConfig) -> list[H
             "chunk_id": _text(fields.get("chunk_id", b"")),
             "doc_id": _text(fields.get("doc_id", b"")),
             "title": _text(fields.get("title", b"")),
-            "text": _text(fields["text"]) if config.return_text and "text" in fields else None,
+            "text": _text(fields["text"]) if params.return_text and "text" in fields else None,
             "score": float(_text(reply[pos + 1])),
             "chunk_index": int(float(_text(fields.get("chunk_index", b"0")))),
         })
     return hits
 
 
-def parse_hybrid_replies(replies: Sequence[Any], info: IndexInfo, config: RedisSearchConfig) -> list[Hit]:
+def parse_hybrid_replies(replies: Sequence[Any], info: IndexInfo, params: HybridSearchParameters) -> list[Hit]:
     """The replies of :func:`hybrid_search_args` → fused hits, best first (``top_k`` at most)."""
-    dense = parse_search_reply(replies[0], info, config)
-    if config.score_threshold is not None and not dense:
+    vector = params.vector
+    dense = parse_search_reply(replies[0], info, vector)
+    if vector.score_threshold is not None and not dense:
         return []
-    text = _parse_text_reply(replies[1], config) if len(replies) > 1 else []
-    return fuse_hits(dense, text, config.hybrid.fusion, config.top_k)
-
-
-@dataclass(frozen=True)
-class RetrievalMode:
-    """How one retrieval mode builds its command(s) and reads the reply (replies).
-
-    ``multi`` modes send several commands per question: ``build`` returns a list of
-    argument lists and ``parse`` gets their replies, in order, in the same round trip.
-    """
-
-    command: str
-    build: Callable[[Chunk, IndexInfo, RedisSearchConfig], Any]
-    parse: Callable[[Sequence[Any], IndexInfo, RedisSearchConfig], list[Hit]]
-    multi: bool = False
-
-
-RETRIEVAL_MODES: dict[str, RetrievalMode] = {
-    "dense": RetrievalMode("FT.SEARCH", dense_search_args, parse_search_reply),
-    "hybrid": RetrievalMode("FT.SEARCH", hybrid_search_args, parse_hybrid_replies, multi=True),
-}
+    text = _parse_text_reply(replies[1], vector) if len(replies) > 1 else []
+    return fuse_hits(dense, text, params.hybrid.fusion, vector.top_k)
 
 
 # --------------------------------------------------------------------------- handler
@@ -410,6 +386,10 @@ def _compatible(stored: Mapping[str, Any], expected: Mapping[str, Any], index: s
                 "index's model, or rebuild the index.")
 
 
+def _seconds(name: str, value: Any) -> float:
+    return check_number(name, value, minimum=0)
+
+
 Request = Union[Chunk, list[Chunk]]
 
 
@@ -418,17 +398,56 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
 
     Cheap to build and to pickle; connects in ``__enter__``.
 
+    Args:
+        connection: where Redis is.
+        search_parameters: what to search: :class:`VectorSearchParameters` (dense) or
+            :class:`HybridSearchParameters`.
+        retry: the backoff on connection errors and timeouts.
+        on_unavailable: an :class:`OnUnavailable` (or its value). Under ``"report"``,
+            while Redis is known down (within ``circuit_open_s`` of the last exhausted
+            retry budget) later batches try once, without the backoff, so a dead server
+            costs one connection attempt per batch rather than the whole retry budget.
+        circuit_open_s: how long a failure after all retries keeps that fast path on.
+        reindex_wait_s: while RediSearch re-indexes (e.g. after a restart), wait up to
+            this long before searching: a search during the re-index silently misses
+            documents. Past it the batch fails as unavailable (dead-lettered under
+            ``"report"``).
+        min_batch_size / max_batch_size: Beam ``BatchElements`` bounds: questions
+            per Redis round trip.
+
     Example:
         >>> conn = RedisConnection.from_url("redis://127.0.0.1:6379")
-        >>> handler = RedisVectorSearchHandler(RedisSearchConfig(conn, "docs", max_batch_size=16))
+        >>> handler = RedisVectorSearchHandler(conn, VectorSearchParameters("docs"), max_batch_size=16)
         >>> handler.batch_elements_kwargs()
         {'min_batch_size': 1, 'max_batch_size': 16}
     """
 
-    def __init__(self, config: RedisSearchConfig):
-        self.config = config
-        self.target = IndexTarget.parse(config.index)
-        self._mode = RETRIEVAL_MODES[config.retrieval]
+    def __init__(self, connection: RedisConnection, search_parameters: SearchParameters, *,
+                 retry: RetryPolicy = SEARCH_RETRY, on_unavailable: OnUnavailable | str = OnUnavailable.RAISE,
+                 circuit_open_s: float = 30.0, reindex_wait_s: float = 60.0,
+                 min_batch_size: int = 1, max_batch_size: int = 32):
+        if not isinstance(connection, RedisConnection):
+            raise ConfigError("connection must be a RedisConnection (use RedisConnection.from_url)")
+        if not isinstance(search_parameters, (VectorSearchParameters, HybridSearchParameters)):
+            raise ConfigError("search_parameters must be a VectorSearchParameters or HybridSearchParameters")
+        if not isinstance(retry, RetryPolicy):
+            raise ConfigError("retry must be a rag_core.retry.RetryPolicy")
+        try:
+            on_unavailable = OnUnavailable(on_unavailable)
+        except ValueError:
+            raise ConfigError(f"on_unavailable must be one of {', '.join(m.value for m in OnUnavailable)}, "
+                              f"got {on_unavailable!r}") from None
+        check_int("min_batch_size", min_batch_size, minimum=1)
+        check_int("max_batch_size", max_batch_size, minimum=min_batch_size)
+        self.connection = connection
+        self.search_parameters = search_parameters
+        self.retry = retry
+        self.on_unavailable = on_unavailable
+        self.circuit_open_s = _seconds("circuit_open_s", circuit_open_s)
+        self.reindex_wait_s = _seconds("reindex_wait_s", reindex_wait_s)
+        self.min_batch_size = min_batch_size
+        self.max_batch_size = max_batch_size
+        self.alias, self.pinned = IndexLayout.parse(search_parameters.vector.index)
         self._client: Any = None
         self._info: IndexInfo | None = None
         self._down_since: float | None = None  # monotonic time of the last exhausted retry budget
@@ -436,12 +455,19 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
         self.use_custom_types = True
         self.join_fn = join_hits
 
+    def worst_case_seconds(self) -> float:
+        """An upper bound on one batch's time when Redis is down: a timeout for
+        ``Enrichment(timeout=...)`` that never cuts the handler's own retries short."""
+        per_try = self.connection.connect_timeout + self.connection.socket_timeout
+        return sum(self.retry.delays()) + self.retry.attempts * per_try + 5.0
+
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> "RedisVectorSearchHandler":
         if self._client is None:
-            client = self.config.connection.client(retry=False)
+            # No client-level retries: every call below is retried whole under self.retry.
+            client = self.connection.client(retry=NO_RETRY)
             try:
-                self._info = self._with_retries("reading the index catalog", lambda: self._load_info(client))
+                self._info = self._with_retries("Reading the index catalog", lambda: self._load_info(client))
             except BaseException:
                 client.close()
                 raise
@@ -461,22 +487,22 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
         return state
 
     def _load_info(self, client: Any) -> IndexInfo:
-        catalog = IndexCatalog(client, self.target.alias)
-        if self.target.version is None:
+        catalog = IndexCatalog(client, self.alias)
+        if self.pinned is None:
             record = catalog.current()
         else:
-            found = catalog.get(self.target.version)
+            found = catalog.get(self.pinned.version)
             if found is None:
-                raise IndexNotFoundError(f"Index version {self.config.index!r} is not in the catalog")
+                raise IndexNotFoundError(f"Index version {self.pinned.index_name!r} is not in the catalog")
             record = found
-        if ft_info(client, record.index) is None:
+        if index_status(client, record.index) is None:
             raise IndexNotFoundError(f"Index {record.index} is in the catalog but not in Redis (dropped?)")
         info = IndexInfo.from_record(record)
         if info.dimension <= 0:
             raise IndexNotFoundError(f"Index {record.index} has no vector dimension in its catalog record")
-        if self.config.expected_embedding:
-            _compatible(dict(record.embedding, dimension=info.dimension), self.config.expected_embedding,
-                        record.index)
+        expected = self.search_parameters.vector.expected_embedding
+        if expected:
+            _compatible(dict(record.embedding, dimension=info.dimension), expected, record.index)
         return info
 
     @property
@@ -492,15 +518,14 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
         if not requests:
             return []
         info = self.index_info
-        mode = self._mode
-        groups = [mode.build(r, info, self.config) if mode.multi else [mode.build(r, info, self.config)]
-                  for r in requests]
+        params = self.search_parameters
+        groups = [params.commands(r, info) for r in requests]
         commands = [args for group in groups for args in group]
         started = time.perf_counter()
         try:
             replies = self._search_with_breaker(commands)
         except RedisUnavailableError as exc:
-            if self.config.on_unavailable == "raise":
+            if self.on_unavailable is OnUnavailable.RAISE:
                 raise
             failed = {"hits": [], "index": info.index, ERROR_KEY: str(exc),
                       "latency_ms": (time.perf_counter() - started) * 1000.0, "batch_size": len(requests)}
@@ -511,26 +536,25 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
         end = 0
         for req, group in zip(requests, groups):
             start, end = end, end + len(group)
-            hits = mode.parse(replies[start:end] if mode.multi else replies[start], info, self.config)
+            hits = params.parse(replies[start:end], info)
             pairs.append((req, {"hits": hits, "index": info.index, "latency_ms": latency_ms,
                                 "batch_size": len(requests)}))
         return pairs if isinstance(request, list) else pairs[0]
 
     def _search_with_breaker(self, commands: list[list[Any]]) -> list[Any]:
         """The round trip with retries; one attempt only while Redis is known down."""
-        cfg = self.config
-        known_down = (cfg.on_unavailable == "report" and self._down_since is not None
-                      and time.monotonic() - self._down_since < cfg.circuit_open_s)
+        known_down = (self.on_unavailable is OnUnavailable.REPORT and self._down_since is not None
+                      and time.monotonic() - self._down_since < self.circuit_open_s)
         try:
-            replies = self._with_retries("searching", lambda: self._round_trip(commands),
-                                         retries=0 if known_down else None)
+            replies = self._with_retries("Searching", lambda: self._round_trip(commands),
+                                         self.retry.with_max_retries(0) if known_down else self.retry)
         except RedisUnavailableError as exc:
             if not known_down:
                 self._down_since = time.monotonic()
                 raise
             down_for = time.monotonic() - cast(float, self._down_since)
             raise RedisUnavailableError(f"{exc} (failing for {down_for:.1f} s, since a full retry budget of "
-                                        f"{cfg.max_retries + 1} attempts ran out, so this batch tried once)") from None
+                                        f"{self.retry.attempts} attempts ran out, so this batch tried once)") from None
         self._down_since = None
         return replies
 
@@ -550,46 +574,34 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
             pipe = self._client.pipeline(transaction=False)
             pipe.execute_command("FT.INFO", index)
             for args in commands:
-                pipe.execute_command(self._mode.command, *args)
+                pipe.execute_command("FT.SEARCH", *args)
             replies = list(pipe.execute())
-            indexing, percent = _indexing_state(replies[0])
-            if not indexing and percent >= 1.0:
+            status = IndexStatus.from_reply(replies[0])
+            if status.ready:
                 return replies[1:]
             if deadline is None:
-                _LOG.warning("Index %s is re-indexing (%.0f%%); waiting before searching it", index, percent * 100)
-                deadline = time.monotonic() + self.config.reindex_wait_s
+                _LOG.warning("Index %s is re-indexing (%.0f%%); waiting before searching it", index,
+                             status.percent_indexed * 100)
+                deadline = time.monotonic() + self.reindex_wait_s
             if time.monotonic() >= deadline:
                 raise RedisUnavailableError(
-                    f"Index {index} in Redis at {self.config.connection.safe_url} is still re-indexing "
-                    f"({percent:.0%} after {self.config.reindex_wait_s:g} s, e.g. after a restart); "
+                    f"Index {index} in Redis at {self.connection.safe_url} is still re-indexing "
+                    f"({status.percent_indexed:.0%} after {self.reindex_wait_s:g} s, e.g. after a restart); "
                     f"searching it now would miss documents")
             time.sleep(0.05)
 
-    def _with_retries(self, what: str, fn: Callable[[], Any], retries: int | None = None) -> Any:
+    def _with_retries(self, what: str, fn: Any, policy: RetryPolicy | None = None) -> Any:
+        """``fn()`` under ``policy`` (default ``self.retry``); refused credentials are never retried."""
         import redis
 
-        cfg = self.config
-        retries = cfg.max_retries if retries is None else retries
-        delay = cfg.backoff_s
-        for attempt in range(retries + 1):
-            try:
-                return fn()
-            except redis.AuthenticationError:
-                raise RedisUnavailableError(
-                    f"Redis at {cfg.connection.safe_url} refused the credentials") from None
-            except (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError) as exc:
-                if attempt == retries:
-                    raise RedisUnavailableError(
-                        f"{what.capitalize()} in Redis at {cfg.connection.safe_url} failed after "
-                        f"{attempt + 1} attempt{'s' if attempt else ''}: {type(exc).__name__}") from None
-                _LOG.warning("Redis %s failed (%s); retry %d/%d in %.2fs", what, type(exc).__name__,
-                             attempt + 1, retries, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, cfg.max_backoff_s)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return call_with_retries(fn, self.retry if policy is None else policy,
+                                     what=f"{what} in Redis at {self.connection.safe_url}")
+        except redis.AuthenticationError:
+            raise RedisUnavailableError(f"Redis at {self.connection.safe_url} refused the credentials") from None
 
     def batch_elements_kwargs(self) -> dict[str, int]:
-        return {"min_batch_size": self.config.min_batch_size, "max_batch_size": self.config.max_batch_size}
+        return {"min_batch_size": self.min_batch_size, "max_batch_size": self.max_batch_size}
 
     def get_cache_key(self, request: Request) -> str:
         """Same vector, filter and settings → same key (the question id is not part of it)."""
@@ -599,17 +611,20 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
             vector = item.dense_embedding or []
             digest.update(np.asarray(vector, dtype=np.float32).tobytes())
             digest.update(json.dumps(item.metadata.get(FILTER_KEY), sort_keys=True, default=str).encode())
-        cfg = self.config
-        if cfg.retrieval == "hybrid":  # the question text is part of the query
+        params = self.search_parameters
+        hybrid = ""
+        if isinstance(params, HybridSearchParameters):  # the question text is part of the query
             for item in items:
                 digest.update((item.content.text or "").encode("utf-8", errors="replace"))
-        hybrid = f":{cfg.hybrid!r}" if cfg.retrieval == "hybrid" else ""
-        return (f"redis-search:{cfg.index}:{cfg.retrieval}:{cfg.top_k}:{cfg.score_threshold}:"
-                f"{cfg.ef_runtime}:{int(cfg.return_text)}{hybrid}:{digest.hexdigest()}")
+            hybrid = f":{params.hybrid!r}"
+        v = params.vector
+        return (f"redis-search:{v.index}:{params.mode.value}:{v.top_k}:{v.score_threshold}:"
+                f"{v.ef_runtime}:{int(v.return_text)}{hybrid}:{digest.hexdigest()}")
 
     def __repr__(self) -> str:
-        return (f"RedisVectorSearchHandler(url={self.config.connection.safe_url!r}, index={self.config.index!r}, "
-                f"top_k={self.config.top_k})")
+        v = self.search_parameters.vector
+        return (f"RedisVectorSearchHandler(url={self.connection.safe_url!r}, index={v.index!r}, "
+                f"mode={self.search_parameters.mode.value!r}, top_k={v.top_k})")
 
 
 def join_hits(left: Chunk, right: SearchResponse) -> Chunk:

@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Iterable, Mapping
 
@@ -43,6 +42,7 @@ from redisvl.utils.token_escaper import TokenEscaper
 
 from rag_core.errors import ConfigError
 from rag_core.store.schema import FieldKind, metadata_field
+from rag_core.validation import is_number
 
 __all__ = [
     "BUILTIN_FIELDS",
@@ -97,7 +97,7 @@ def normalize_tag_value(value: Any) -> str:
     """
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+    if is_number(value):
         return str(value)
     if not isinstance(value, str):
         raise ConfigError(f"filter values must be strings or numbers, got {type(value).__name__}")
@@ -172,11 +172,11 @@ def _tag_expression(name: str, values: Iterable[Any]) -> FilterExpression:
 def _numeric_expression(name: str, values: Iterable[Any]) -> FilterExpression:
     expression: FilterExpression | None = None
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
+            if isinstance(value, float):  # nan, inf
+                raise ConfigError(f"filter field {name!r}: {value!r} is not a finite number")
             raise ConfigError(
                 f"filter field {name!r} is numeric: its values must be numbers, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"filter field {name!r}: {value!r} is not a finite number")
         clause = Num(metadata_field(name)) == (int(value) if isinstance(value, int) else float(value))
         expression = clause if expression is None else expression | clause
     assert expression is not None  # _values refuses an empty list

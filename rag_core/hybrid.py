@@ -28,13 +28,13 @@ convex combination of min-max-normalised scores, 0.55 dense / 0.45 BM25, over th
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 from rag_core.errors import ConfigError
 from rag_core.filters import escape_query_term
+from rag_core.validation import check_int, check_number, check_positive_int
 
 __all__ = [
     "STOPWORDS",
@@ -114,10 +114,8 @@ class TextSearchConfig:
         if (not isinstance(self.fields, tuple) or not self.fields
                 or any(f not in TEXT_FIELDS for f in self.fields) or len(set(self.fields)) != len(self.fields)):
             raise ConfigError(f"fields must be a non-empty tuple of {', '.join(TEXT_FIELDS)}, got {self.fields!r}")
-        if isinstance(self.max_terms, bool) or not isinstance(self.max_terms, int) or self.max_terms < 1:
-            raise ConfigError(f"max_terms must be a positive int, got {self.max_terms!r}")
-        if isinstance(self.min_chars, bool) or not isinstance(self.min_chars, int) or self.min_chars < 1:
-            raise ConfigError(f"min_chars must be a positive int, got {self.min_chars!r}")
+        check_positive_int("max_terms", self.max_terms)
+        check_positive_int("min_chars", self.min_chars)
 
 
 def text_query(terms: Sequence[str], config: TextSearchConfig) -> str:
@@ -154,14 +152,8 @@ class FusionConfig:
     def __post_init__(self) -> None:
         if self.method not in ("rrf", "convex"):
             raise ConfigError(f"fusion method must be rrf or convex, got {self.method!r}")
-        if isinstance(self.rrf_k, bool) or not isinstance(self.rrf_k, int) or self.rrf_k < 0:
-            raise ConfigError(f"rrf_k must be an int >= 0, got {self.rrf_k!r}")
-        if not _finite(self.dense_weight) or not 0.0 <= self.dense_weight <= 1.0:
-            raise ConfigError(f"dense_weight must be between 0 and 1, got {self.dense_weight!r}")
-
-
-def _finite(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        check_int("rrf_k", self.rrf_k, minimum=0)
+        check_number("dense_weight", self.dense_weight, minimum=0.0, maximum=1.0)
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], weights: Sequence[float],
@@ -285,7 +277,7 @@ def text_search_args(question: str, index: str, return_fields: Sequence[str], nu
 
 @dataclass(frozen=True)
 class HybridConfig:
-    """Hybrid retrieval settings (``retrieval="hybrid"`` in ``RedisSearchConfig``).
+    """Hybrid retrieval settings (of ``rag_core.enrichment.HybridSearchParameters``).
 
     Args:
         text: the BM25 query.
@@ -301,5 +293,4 @@ class HybridConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.text, TextSearchConfig) or not isinstance(self.fusion, FusionConfig):
             raise ConfigError("text must be a TextSearchConfig and fusion a FusionConfig")
-        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or not 1 <= self.candidates <= 1000:
-            raise ConfigError(f"candidates must be an int from 1 to 1000, got {self.candidates!r}")
+        check_int("candidates", self.candidates, minimum=1, maximum=1000)

@@ -1,32 +1,33 @@
 """The Redis vector writer, shaped like Beam's ``apache_beam.ml.rag.ingestion`` writers.
 
-``RedisVectorWriterConfig(...).create_write_transform()`` returns
+``RedisVectorWriterConfig`` is a Beam ``VectorDatabaseWriteConfig``, so both
+``VectorDatabaseWriteTransform(config)`` and ``config.create_write_transform()`` give
 ``Map(chunk_to_record) | ParDo(_WriteChunksFn)``: a pure converter (unit-tested
 without a server) and a DoFn with one client, pipelined batched HSETs flushed by
-count/bytes and in ``finish_bundle``, and bounded retries with backoff.
-The DoFn emits one ``WriteSummary`` per bundle so a later step can verify and
-publish the build once every write has landed.
+count/bytes and in ``finish_bundle``, and bounded retries with backoff
+(:mod:`rag_core.retry`). The DoFn emits one ``WriteSummary`` per bundle so a later
+step can verify and publish the build once every write has landed.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from enum import Enum
+from typing import Any, Iterable
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.ml.rag.ingestion.base import VectorDatabaseWriteConfig
 from apache_beam.transforms.window import GlobalWindows
 
 from rag_core.errors import ConfigError, RedisUnavailableError
+from rag_core.retry import NO_RETRY, RetryPolicy, call_with_retries
 from rag_core.store.connection import RedisConnection
-from rag_core.store.schema import FieldKind, merge_field_kinds, metadata_field
-from rag_core.types import Chunk
-
-_LOG = logging.getLogger(__name__)
+from rag_core.store.schema import META_PREFIX, FieldKind, merge_field_kinds, metadata_field
+from rag_core.types import Chunk, ChunkMeta
+from rag_core.validation import check_int
 
 Record = tuple[str, dict[str, Any]]
 
@@ -61,16 +62,16 @@ def chunk_to_record(chunk: Chunk) -> Record:
     if chunk.embedding is None or not chunk.embedding.dense_embedding:
         raise ValueError(f"chunk {chunk.id!r} has no dense embedding")
     meta = chunk.metadata
-    user_meta: dict[str, Any] = dict(meta.get("metadata") or {})
+    user_meta: dict[str, Any] = dict(meta.get(ChunkMeta.METADATA) or {})
     record: dict[str, Any] = {
-        "text": meta.get("text", chunk.content.text or ""),
-        "title": meta.get("title", ""),
-        "url": meta.get("url", ""),
-        "doc_id": meta.get("doc_id", chunk.id.rsplit("#", 1)[0]),
+        "text": meta.get(ChunkMeta.TEXT, chunk.content.text or ""),
+        "title": meta.get(ChunkMeta.TITLE, ""),
+        "url": meta.get(ChunkMeta.URL, ""),
+        "doc_id": meta.get(ChunkMeta.DOC_ID, chunk.id.rsplit("#", 1)[0]),
         "chunk_id": chunk.id,
         "chunk_index": int(chunk.index),
-        "chunk_count": int(meta.get("chunk_count", 1)),
-        "content_hash": meta.get("content_hash", ""),
+        "chunk_count": int(meta.get(ChunkMeta.CHUNK_COUNT, 1)),
+        "content_hash": meta.get(ChunkMeta.CONTENT_HASH, ""),
         "metadata": json.dumps(user_meta, ensure_ascii=False, sort_keys=True),
         "embedding": np.asarray(chunk.embedding.dense_embedding, dtype=np.float32).tobytes(),
     }
@@ -113,36 +114,58 @@ class MergeSummaries(beam.CombineFn):
         return acc
 
 
+class WriteMode(str, Enum):
+    """How a build writes into its index version."""
+
+    REBUILD = "rebuild"
+    """A fresh version: every key is new."""
+    UPSERT = "upsert"
+    """Into the live version: also deletes a document's chunks beyond its new chunk count."""
+
+
+# Each flush is idempotent (same keys, same values), so resending a whole batch is safe.
+WRITE_RETRY = RetryPolicy(max_retries=8, backoff_s=0.2, max_backoff_s=5.0)
+
+
 @dataclass(frozen=True)
-class RedisVectorWriterConfig:
+class RedisVectorWriterConfig(VectorDatabaseWriteConfig):
     """Where and how to write chunk records.
+
+    Example:
+        >>> from apache_beam.ml.rag.ingestion.base import VectorDatabaseWriteTransform
+        >>> config = RedisVectorWriterConfig(RedisConnection.from_url("redis://127.0.0.1:6379"),
+        ...                                  key_prefix="beamrag:docs:v20260101t000000000000:")
+        >>> config.mode, config.retry.max_retries
+        (<WriteMode.REBUILD: 'rebuild'>, 8)
+        >>> _ = VectorDatabaseWriteTransform(config)  # Beam's own write transform accepts it
 
     Args:
         connection: the Redis to write to.
         key_prefix: prefix of every key (one index version's prefix).
-        mode: ``rebuild`` writes a fresh version; ``upsert`` also deletes a
-            document's chunks beyond its new chunk count.
+        mode: a :class:`WriteMode` (or its value).
         batch_size / max_batch_bytes: flush thresholds of one pipelined round trip.
-        max_retries / backoff_s / max_backoff_s: bounded exponential backoff on
-            connection errors; each flush is idempotent, so it is safe to resend.
+        retry: the backoff on connection errors; each flush is idempotent, so it is
+            safe to resend.
     """
 
     connection: RedisConnection
     key_prefix: str
-    mode: Literal["rebuild", "upsert"] = "rebuild"
+    mode: WriteMode = WriteMode.REBUILD
     batch_size: int = 256
     max_batch_bytes: int = 8 * 1024 * 1024
-    max_retries: int = 8
-    backoff_s: float = 0.2
-    max_backoff_s: float = 5.0
+    retry: RetryPolicy = WRITE_RETRY
 
     def __post_init__(self) -> None:
-        if self.mode not in ("rebuild", "upsert"):
-            raise ConfigError(f"--mode must be rebuild or upsert, got {self.mode!r}")
-        if self.batch_size < 1 or self.max_batch_bytes < 1024:
-            raise ConfigError("batch_size must be >= 1 and max_batch_bytes >= 1024")
+        try:
+            object.__setattr__(self, "mode", WriteMode(self.mode))
+        except ValueError:
+            raise ConfigError(f"--mode must be rebuild or upsert, got {self.mode!r}") from None
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("max_batch_bytes", self.max_batch_bytes, minimum=1024)
         if not self.key_prefix:
             raise ConfigError("key_prefix must not be empty")
+        if not isinstance(self.retry, RetryPolicy):
+            raise ConfigError("retry must be a rag_core.retry.RetryPolicy")
 
     def create_write_transform(self) -> beam.PTransform:
         return _WriteToRedis(self)
@@ -166,8 +189,8 @@ class _WriteChunksFn(beam.DoFn):
         self._retries = Metrics.counter("beam_rag", "redis_write_retries")
 
     def setup(self) -> None:
-        # No client-level retries: the flush below retries the whole idempotent batch.
-        self._client = self.config.connection.client(retry=False)
+        # No client-level retries: the flush retries the whole idempotent batch.
+        self._client = self.config.connection.client(retry=NO_RETRY)
         self._delete_tail = self._client.register_script(_DELETE_TAIL_LUA)
 
     def start_bundle(self) -> None:
@@ -197,35 +220,27 @@ class _WriteChunksFn(beam.DoFn):
         import redis
 
         cfg = self.config
-        delay = cfg.backoff_s
-        for attempt in range(cfg.max_retries + 1):
-            try:
-                pipe = self._client.pipeline(transaction=False)
-                for chunk_id, record in self._batch:
-                    pipe.hset(cfg.key_prefix + chunk_id, mapping=record)
-                    if cfg.mode == "upsert" and record["chunk_index"] == record["chunk_count"] - 1:
-                        self._delete_tail(args=[f"{cfg.key_prefix}{record['doc_id']}#", record["chunk_count"]],
-                                          client=pipe)
-                pipe.execute()
-                break
-            except redis.AuthenticationError:  # a ConnectionError, but retrying will not help
-                raise RedisUnavailableError(
-                    f"Redis at {cfg.connection.safe_url} refused the credentials while writing") from None
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if attempt == cfg.max_retries:
-                    raise RedisUnavailableError(
-                        f"Writing to Redis at {cfg.connection.safe_url} failed after {attempt + 1} attempts: "
-                        f"{type(exc).__name__}") from None
-                self._retries.inc()
-                _LOG.warning("Redis write failed (%s); retry %d/%d in %.1fs", type(exc).__name__,
-                             attempt + 1, cfg.max_retries, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, cfg.max_backoff_s)
+
+        def write() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for chunk_id, record in self._batch:
+                pipe.hset(cfg.key_prefix + chunk_id, mapping=record)
+                if cfg.mode == WriteMode.UPSERT and record["chunk_index"] == record["chunk_count"] - 1:
+                    self._delete_tail(args=[f"{cfg.key_prefix}{record['doc_id']}#", record["chunk_count"]],
+                                      client=pipe)
+            pipe.execute()
+
+        try:
+            call_with_retries(write, cfg.retry, what=f"Writing to Redis at {cfg.connection.safe_url}",
+                              on_retry=lambda *_: self._retries.inc())
+        except redis.AuthenticationError:  # never retried: refused credentials stay refused
+            raise RedisUnavailableError(
+                f"Redis at {cfg.connection.safe_url} refused the credentials while writing") from None
         kinds: dict[str, FieldKind] = {}
         for _, record in self._batch:
             for key, value in record.items():
-                if key.startswith("md_"):
-                    kinds = merge_field_kinds(kinds, {key[3:]: field_kind(value)})
+                if key.startswith(META_PREFIX):
+                    kinds = merge_field_kinds(kinds, {key[len(META_PREFIX):]: field_kind(value)})
         self._summary = self._summary.merge(WriteSummary(
             chunks=len(self._batch),
             documents=sum(1 for _, r in self._batch if r["chunk_index"] == 0),

@@ -12,9 +12,28 @@ from typing import Any, Union
 
 from apache_beam.ml.rag.types import Chunk, Content, Embedding
 
-__all__ = ["Chunk", "Content", "Embedding", "Document", "DeadLetter", "MetadataValue"]
+__all__ = ["Chunk", "ChunkMeta", "Content", "Embedding", "Document", "DeadLetter", "MetadataValue"]
 
 MetadataValue = Union[str, int, float, bool]
+
+
+class ChunkMeta:
+    """The keys of ``Chunk.metadata`` that the chunker (:mod:`rag_core.chunking`) writes
+    and the writer (:func:`rag_core.ingestion.chunk_to_record`) reads.
+
+    >>> ChunkMeta.DOC_ID
+    'doc_id'
+    """
+
+    DOC_ID = "doc_id"
+    TITLE = "title"
+    TEXT = "text"  # the chunk's own text (``content.text`` is what gets embedded: title + text)
+    URL = "url"
+    CHUNK_COUNT = "chunk_count"
+    CONTENT_HASH = "content_hash"
+    METADATA = "metadata"  # the document's user metadata object
+    TOKENS = "tokens"
+    CHUNKS_DROPPED = "chunks_dropped"  # chunks past --max-chunks-per-doc, on every chunk of the document
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rag_core.errors import IndexNotFoundError, PublishRefusedError
+from rag_core.store.info import index_status
 from rag_core.store.schema import (
-    KEY_ROOT, MAX_INDEX_FIELDS, FieldKind, IndexLayout, VectorIndexSpec, catalog_key, merge_field_kinds,
-    metadata_field, schema_dict, validate_index_name,
+    KEY_ROOT, MAX_INDEX_FIELDS, TAG_SEPARATOR, FieldKind, IndexLayout, VectorIndexSpec, catalog_key,
+    merge_field_kinds, metadata_field, schema_dict, validate_index_name,
 )
 
 _LOG = logging.getLogger(__name__)
@@ -54,19 +55,6 @@ class VersionRecord:
         return VectorIndexSpec(**self.spec)
 
 
-def ft_info(client: Any, index: str) -> dict[str, Any] | None:
-    """FT.INFO as a dict, or ``None`` when the index or alias does not exist."""
-    import redis
-
-    try:
-        return dict(client.ft(index).info())
-    except redis.ResponseError as exc:
-        text = str(exc).lower()
-        if "unknown index" in text or "no such index" in text or "not found" in text:
-            return None
-        raise
-
-
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -90,8 +78,8 @@ class IndexCatalog:
         return VersionRecord.from_json(raw) if raw else None
 
     def current_index(self) -> str | None:
-        info = ft_info(self.client, self.alias)
-        return _s(info["index_name"]) if info else None
+        status = index_status(self.client, self.alias)
+        return status.index_name if status else None
 
     def current(self) -> VersionRecord:
         """The version the alias serves; ``IndexNotFoundError`` if there is none."""
@@ -108,14 +96,14 @@ class IndexCatalog:
     def info(self) -> dict[str, Any]:
         """The ``beam-rag index info`` object."""
         current = self.current()
-        stats = ft_info(self.client, current.index) or {}
+        stats = index_status(self.client, current.index)
         return {
             "alias": self.alias,
             "index": current.index,
             "version": current.version,
-            "num_docs": int(stats.get("num_docs", 0)),
+            "num_docs": stats.num_docs if stats else 0,
             "documents": current.documents,
-            "indexing": bool(int(float(stats.get("indexing", 0) or 0))),
+            "indexing": stats.indexing if stats else False,
             "model": current.embedding.get("model"),
             "dimension": current.embedding.get("dimension"),
             "embedding": current.embedding,
@@ -162,7 +150,7 @@ class IndexCatalog:
                 f"Refusing to index {layout.index_name}: the documents use {len(merged)} distinct metadata keys, "
                 f"and RediSearch allows {MAX_INDEX_FIELDS} fields per index ({fields - len(merged)} are "
                 "built in). Keep fewer distinct keys (put free-form data in the text).")
-        if ft_info(self.client, layout.index_name) is None:
+        if index_status(self.client, layout.index_name) is None:
             schema = IndexSchema.from_dict(schema_dict(layout, new_spec))
             SearchIndex(schema, redis_client=self.client).create(overwrite=False)
         else:
@@ -170,7 +158,7 @@ class IndexCatalog:
                 if key not in spec.metadata_fields:
                     args: list[Any] = [metadata_field(key), kind.upper()]
                     if kind == "tag":
-                        args += ["SEPARATOR", "\x1f", "CASESENSITIVE"]
+                        args += ["SEPARATOR", TAG_SEPARATOR, "CASESENSITIVE"]
                     self.client.execute_command("FT.ALTER", layout.index_name, "SCHEMA", "ADD", *args)
         record = replace(record, spec=asdict(new_spec))
         self._save(record)
@@ -181,11 +169,9 @@ class IndexCatalog:
         deadline = time.monotonic() + timeout_s
         delay = 0.05
         while True:
-            info = ft_info(self.client, index) or {}
-            num_docs = int(info.get("num_docs", 0))
-            indexing = int(float(info.get("indexing", 0) or 0))
-            pct = float(info.get("percent_indexed", 1) or 0)
-            if not indexing and pct >= 1.0 and num_docs >= expected:
+            status = index_status(self.client, index)
+            num_docs = status.num_docs if status else 0
+            if (status is None or status.ready) and num_docs >= expected:
                 return num_docs
             if time.monotonic() > deadline:
                 return num_docs
@@ -214,7 +200,8 @@ class IndexCatalog:
                     f"Build {record.index} is incomplete: {searchable} chunks searchable, {written} written")
             previous = self.current_index()
             if previous is not None:
-                prev_docs = int((ft_info(self.client, previous) or {}).get("num_docs", 0))
+                prev_status = index_status(self.client, previous)
+                prev_docs = prev_status.num_docs if prev_status else 0
                 if prev_docs and searchable < prev_docs * (1.0 - max_shrink):
                     raise PublishRefusedError(
                         f"Refusing to publish {record.index}: it has {searchable} chunks, the live version "
@@ -236,7 +223,8 @@ class IndexCatalog:
         record = self.get(version)
         if record is None:
             raise IndexNotFoundError(f"Version {version!r} of {self.alias!r} is not in the catalog")
-        num_docs = int((ft_info(self.client, record.index) or {}).get("num_docs", 0))
+        status = index_status(self.client, record.index)
+        num_docs = status.num_docs if status else 0
         self._save(replace(record, chunks=num_docs))
         return {"alias": self.alias, "index": record.index, "chunks": num_docs, "documents": documents}
 
@@ -260,7 +248,7 @@ class IndexCatalog:
         layout = IndexLayout(self.alias, version)
         if layout.index_name == self.current_index():
             raise PublishRefusedError(f"{layout.index_name} is live; roll back or drop the whole index instead")
-        if ft_info(self.client, layout.index_name) is not None:
+        if index_status(self.client, layout.index_name) is not None:
             self.client.execute_command("FT.DROPINDEX", layout.index_name)
         batch: list[Any] = []
         for key in self.client.scan_iter(match=layout.prefix + "*", count=1000):
@@ -276,7 +264,7 @@ class IndexCatalog:
         """Point the alias at the newest ready version older than the live one."""
         current = self.current()
         older = [r for r in self.versions() if r.state == "ready" and r.version < current.version
-                 and ft_info(self.client, r.index) is not None]
+                 and index_status(self.client, r.index) is not None]
         if not older:
             raise IndexNotFoundError(f"No earlier version of {self.alias!r} is kept to roll back to "
                                      "(see --keep-versions)")
@@ -287,7 +275,7 @@ class IndexCatalog:
     def drop(self) -> dict[str, Any]:
         """Remove the alias and every version of this knowledge base."""
         versions = self.versions()
-        if ft_info(self.client, self.alias) is not None:
+        if index_status(self.client, self.alias) is not None:
             self.client.ft(self.alias).aliasdel(self.alias)
         for r in versions:
             self.drop_version(r.version)

@@ -12,7 +12,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from redis.backoff import AbstractBackoff
+
 from rag_core.errors import ConfigError, RedisUnavailableError
+from rag_core.retry import NO_RETRY, RetriesExhaustedError, RetryPolicy, call_with_retries
+from rag_core.validation import check_number
 
 _SCHEMES = ("redis", "rediss", "unix")
 # Command-line flag -> field, for messages about the TLS files.
@@ -45,9 +49,8 @@ class RedisConnection:
     ssl_check_hostname: bool = True
     socket_timeout: float = 30.0
     connect_timeout: float = 5.0
-    max_retries: int = 5
-    backoff_base: float = 0.1
-    backoff_cap: float = 5.0
+    # The client's own retries of a command (see client()); frozen, so a shared default is safe.
+    retry: RetryPolicy = RetryPolicy(max_retries=5, backoff_s=0.1, max_backoff_s=5.0)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -57,8 +60,11 @@ class RedisConnection:
             )
         if parts.username or parts.password:
             raise ConfigError("Pass credentials through RedisConnection.from_url, not in url")
-        if self.max_retries < 0 or self.connect_timeout <= 0 or self.socket_timeout <= 0:
-            raise ConfigError("max_retries must be >= 0 and timeouts > 0")
+        for name in ("connect_timeout", "socket_timeout"):
+            if check_number(name, getattr(self, name), minimum=0) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not isinstance(self.retry, RetryPolicy):
+            raise ConfigError("retry must be a rag_core.retry.RetryPolicy")
         tls_files = [flag for flag, value in _TLS_FLAGS.items() if getattr(self, value)]
         if tls_files and not self.uses_tls:
             # Fail closed: TLS settings with a plain URL would silently send data in clear text.
@@ -130,24 +136,23 @@ class RedisConnection:
     def uses_tls(self) -> bool:
         return self.url.startswith("rediss://")
 
-    def client(self, retry: bool = True, **kwargs: Any) -> "Any":
-        """A new redis-py client with bounded, backed-off retries on connection errors.
+    def client(self, retry: RetryPolicy | None = None, **kwargs: Any) -> "Any":
+        """A new redis-py client that retries each command under ``retry`` (default ``self.retry``).
 
-        ``retry=False`` for callers that retry whole idempotent batches themselves
-        (the writer) or must fail fast (``check``).
+        Pass :data:`rag_core.retry.NO_RETRY` where the caller retries whole idempotent
+        batches itself (the writer, the search handler) or must fail fast (``check``).
         """
         import redis
-        from redis.backoff import ExponentialBackoff, NoBackoff
         from redis.retry import Retry
 
+        policy = self.retry if retry is None else retry
         options: dict[str, Any] = {
             "username": self.username,
             "password": self.password,
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.connect_timeout,
-            "retry": (Retry(ExponentialBackoff(cap=self.backoff_cap, base=self.backoff_base), self.max_retries)
-                      if retry else Retry(NoBackoff(), 0)),
-            "retry_on_error": [redis.ConnectionError, redis.TimeoutError] if retry else [],
+            "retry": Retry(_PolicyBackoff(policy), policy.max_retries, supported_errors=policy.transient),
+            "retry_on_error": list(policy.transient) if policy.max_retries else [],
             "health_check_interval": 30,
             # RESP2: search replies parse the same way everywhere (redis-py, redisvl).
             "protocol": 2,
@@ -162,13 +167,12 @@ class RedisConnection:
         options.update(kwargs)
         return redis.Redis.from_url(self.url, **options)
 
-    def check(self, client: Any | None = None) -> None:
+    def check(self) -> None:
         """Ping once and raise a clear error naming the URL, within about ``connect_timeout``.
 
-        The probe is always a client of its own, without retries and with a short
-        read timeout, so a down or silent server fails in seconds; ``client`` is
-        accepted for compatibility and not used (its retries would turn the check
-        into a long wait).
+        The probe is a client of its own under :data:`~rag_core.retry.NO_RETRY` and with a
+        short read timeout, so a down or silent server fails in seconds (retries would
+        turn the check into a long wait).
         """
         import redis
 
@@ -176,9 +180,10 @@ class RedisConnection:
             path = getattr(self, attr)
             if path and not os.path.isfile(path):
                 raise ConfigError(f"{flag} {path!r} is not a file")
-        probe = self.client(retry=False, socket_timeout=min(self.socket_timeout, max(self.connect_timeout, 1.0)))
+        probe = self.client(retry=NO_RETRY,
+                            socket_timeout=min(self.socket_timeout, max(self.connect_timeout, 1.0)))
         try:
-            probe.ping()
+            call_with_retries(probe.ping, NO_RETRY, what=f"Pinging Redis at {self.safe_url}")
         except redis.AuthenticationError:
             raise RedisUnavailableError(
                 f"Redis at {self.safe_url} refused the credentials (check the username and password "
@@ -188,17 +193,37 @@ class RedisConnection:
             if "NOAUTH" in text or "NOPERM" in text or "WRONGPASS" in text:
                 raise RedisUnavailableError(f"Redis at {self.safe_url} refused the connection: {text}") from None
             raise
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            text = _redact(str(exc), self).strip().rstrip(".")
-            if "SSL" in text or "certificate" in text.lower():
-                hint = ("TLS handshake failed: check --redis-ca-cert (the CA that signed the server's "
-                        "certificate) and, for mutual TLS, --redis-client-cert / --redis-client-key.")
-            else:
-                hint = ("Start the local server with `beam-rag redis start`, or pass --redis-url / "
-                        "set REDIS_URL.")
-            raise RedisUnavailableError(f"Cannot reach Redis at {self.safe_url}: {text}. {hint}") from None
+        except RetriesExhaustedError as exc:
+            raise self._unreachable(exc.last_error) from None
+        except OSError as exc:  # e.g. a TLS file the SSL layer cannot use
+            raise self._unreachable(exc) from None
         finally:
             probe.close()
+
+    def _unreachable(self, error: BaseException) -> RedisUnavailableError:
+        text = _redact(str(error), self).strip().rstrip(".")
+        if "SSL" in text or "certificate" in text.lower():
+            hint = ("TLS handshake failed: check --redis-ca-cert (the CA that signed the server's "
+                    "certificate) and, for mutual TLS, --redis-client-cert / --redis-client-key.")
+        else:
+            hint = "Start the local server with `beam-rag redis start`, or pass --redis-url / set REDIS_URL."
+        return RedisUnavailableError(f"Cannot reach Redis at {self.safe_url}: {text}. {hint}")
+
+
+class _PolicyBackoff(AbstractBackoff):
+    """A redis-py backoff that sleeps what a :class:`RetryPolicy` says (redis-py counts failures from 1)."""
+
+    def __init__(self, policy: RetryPolicy):
+        self._delays = policy.delays()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _PolicyBackoff) and other._delays == self._delays
+
+    def __hash__(self) -> int:
+        return hash(self._delays)
+
+    def compute(self, failures: int) -> float:
+        return self._delays[min(failures, len(self._delays)) - 1] if self._delays else 0.0
 
 
 def _redact(text: str, conn: RedisConnection) -> str:

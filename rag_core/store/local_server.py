@@ -436,17 +436,11 @@ def _indexes_ready(client: Any) -> bool:
 
     Raises ``redis.ResponseError`` when the search module is not loaded.
     """
-    import redis
+    from rag_core.store.info import index_status
 
     for name in client.execute_command("FT._LIST"):
-        try:
-            info = client.execute_command("FT.INFO", name)
-        except redis.ResponseError:
-            continue  # dropped in between
-        pairs = info.items() if isinstance(info, dict) else zip(info[::2], info[1::2])
-        fields = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in pairs}
-        indexing = fields.get("indexing", 0)
-        if int(float(indexing.decode() if isinstance(indexing, bytes) else indexing or 0)):
+        status = index_status(client, name)  # None: dropped in between
+        if status is not None and status.indexing:
             return False
     return True
 

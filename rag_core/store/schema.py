@@ -66,10 +66,34 @@ class IndexLayout:
 
     @classmethod
     def from_index_name(cls, index_name: str) -> "IndexLayout":
+        """The layout of a version's index name (``{alias}__{version}``).
+
+        >>> IndexLayout.from_index_name("docs__v20260101t000000000000").prefix
+        'beamrag:docs:v20260101t000000000000:'
+        """
         alias, sep, version = index_name.rpartition("__")
         if not sep:
             raise ConfigError(f"{index_name!r} is not a versioned index name")
         return cls(alias, version)
+
+    @classmethod
+    def parse(cls, name: str) -> tuple[str, "IndexLayout | None"]:
+        """What a user names as an index: an alias, or one pinned version of it.
+
+        Returns ``(alias, layout)``, with ``layout`` None for a bare alias (whichever
+        version it serves when asked).
+
+        >>> IndexLayout.parse("docs")
+        ('docs', None)
+        >>> IndexLayout.parse("docs__v20260101t000000000000")[1].version
+        'v20260101t000000000000'
+        """
+        if not isinstance(name, str):
+            raise ConfigError(f"index must be a string, got {type(name).__name__}")
+        if "__" in name:
+            layout = cls.from_index_name(name)
+            return layout.alias, layout
+        return validate_index_name(name), None
 
     @property
     def index_name(self) -> str:

@@ -21,7 +21,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from rag_core.errors import LocalRedisError
-from rag_core.store.catalog import IndexCatalog, ft_info
+from rag_core.store.catalog import IndexCatalog
+from rag_core.store.info import ft_info
 from rag_core.store.local_server import LocalRedis
 from rag_core.store.schema import KEY_ROOT
 

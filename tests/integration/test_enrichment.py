@@ -18,11 +18,15 @@ from apache_beam.transforms.enrichment import Enrichment
 from pipelines import ingest
 from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer
 from rag_core.enrichment import (
-    ENRICHMENT_KEY, RETRIEVAL_KEY, IndexTarget, RedisSearchConfig, RedisVectorSearchHandler, join_hits,
+    ENRICHMENT_KEY, RETRIEVAL_KEY, HybridSearchParameters, OnUnavailable, RedisVectorSearchHandler, RetrievalMode,
+    VectorSearchParameters, join_hits, search_parameters,
 )
 from rag_core.errors import ConfigError, IndexNotFoundError, ModelMismatchError, RedisUnavailableError
+from rag_core.hybrid import HybridConfig
+from rag_core.retry import RetryPolicy
 from rag_core.store.catalog import IndexCatalog, VersionRecord
 from rag_core.store.connection import RedisConnection
+from rag_core.store.schema import IndexLayout
 from rag_core.types import Chunk, Content, Embedding
 
 FACTS = [
@@ -89,14 +93,14 @@ def embedder(record: VersionRecord) -> Any:
 
 @pytest.fixture(scope="module")
 def handler(redis_conn: RedisConnection, alias: str) -> Iterator[RedisVectorSearchHandler]:
-    with RedisVectorSearchHandler(RedisSearchConfig(redis_conn, alias, top_k=3)) as entered:
+    with RedisVectorSearchHandler(redis_conn, VectorSearchParameters(alias, top_k=3)) as entered:
         yield entered
 
 
 @pytest.fixture(scope="module")
 def filter_handler(redis_conn: RedisConnection, alias: str) -> Iterator[RedisVectorSearchHandler]:
     """top_k larger than the corpus, so a filter's hits are every document it matches."""
-    with RedisVectorSearchHandler(RedisSearchConfig(redis_conn, alias, top_k=200, return_text=False)) as entered:
+    with RedisVectorSearchHandler(redis_conn, VectorSearchParameters(alias, top_k=200, return_text=False)) as entered:
         yield entered
 
 
@@ -160,8 +164,8 @@ class TestRetrieval:
         assert handler([]) == []
 
     def test_score_threshold_drops_weak_passages(self, redis_conn, alias, embedder) -> None:
-        config = RedisSearchConfig(redis_conn, alias, top_k=5, score_threshold=0.5)
-        with RedisVectorSearchHandler(config) as strict:
+        params = VectorSearchParameters(alias, top_k=5, score_threshold=0.5)
+        with RedisVectorSearchHandler(redis_conn, params) as strict:
             on_topic = hits_of(strict, question(embedder, "What is the capital of Zorbania?"))
             off_topic = hits_of(strict, question(embedder, "Who won the 1966 football world cup?"))
         assert [h["doc_id"] for h in on_topic] == ["zorb"]
@@ -169,14 +173,15 @@ class TestRetrieval:
         assert off_topic == []
 
     def test_ef_runtime_and_no_text(self, redis_conn, alias, embedder) -> None:
-        config = RedisSearchConfig(redis_conn, alias, top_k=2, ef_runtime=64, return_text=False)
-        with RedisVectorSearchHandler(config) as tuned:
+        params = VectorSearchParameters(alias, top_k=2, ef_runtime=64, return_text=False)
+        with RedisVectorSearchHandler(redis_conn, params) as tuned:
             hits = hits_of(tuned, question(embedder, "What causes ocean tides?"))
         assert hits[0]["doc_id"] == "tides" and hits[0]["text"] is None
 
     def test_pinned_version(self, redis_conn, record, embedder) -> None:
-        assert IndexTarget.parse(record.index).version == record.version
-        with RedisVectorSearchHandler(RedisSearchConfig(redis_conn, record.index, top_k=1)) as pinned:
+        alias_of, layout = IndexLayout.parse(record.index)
+        assert layout is not None and layout.version == record.version and alias_of == record.index.split("__")[0]
+        with RedisVectorSearchHandler(redis_conn, VectorSearchParameters(record.index, top_k=1)) as pinned:
             request = question(embedder, "bees")
             assert pinned(request)[1]["index"] == record.index
 
@@ -185,11 +190,11 @@ class TestRetrieval:
                  "q-bees": "waggle dance of honey bees", "q-dup": "capital of Zorbania"}
         requests = [question(embedder, t, qid=qid) for qid, t in texts.items()]
         requests.append(question(embedder, "Which region?", qid="q-filtered", filt={"region": "west"}))
-        config = RedisSearchConfig(redis_conn, alias, top_k=2, max_batch_size=8)
+        handler = RedisVectorSearchHandler(redis_conn, VectorSearchParameters(alias, top_k=2), max_batch_size=8)
         with BeamTestPipeline() as p:
             top = (p
                    | beam.Create(requests)
-                   | Enrichment(RedisVectorSearchHandler(config), join_fn=join_hits)
+                   | Enrichment(handler, join_fn=join_hits, timeout=handler.worst_case_seconds())
                    | beam.Map(lambda c: (c.id, c.metadata[ENRICHMENT_KEY][0]["doc_id"],
                                          c.metadata[RETRIEVAL_KEY]["index"].startswith(alias + "__"),
                                          c.content.text == texts.get(c.id, "Which region?"))))
@@ -205,7 +210,9 @@ class TestRetrieval:
 
     def test_handler_pickles_without_its_client(self, handler) -> None:
         clone = pickle.loads(pickle.dumps(handler))
-        assert clone._client is None and clone.config == handler.config
+        assert clone._client is None and clone._info is None
+        assert clone.search_parameters == handler.search_parameters and clone.connection == handler.connection
+        assert clone.retry == handler.retry and clone.on_unavailable is OnUnavailable.RAISE
 
 
 class TestFilters:
@@ -253,24 +260,41 @@ class TestRefusals:
             handler(Chunk(content=Content(text="q"), id="none"))
 
     def test_expected_model_mismatch_is_refused_on_enter(self, redis_conn, alias) -> None:
-        config = RedisSearchConfig(redis_conn, alias, expected_embedding={"model": "other/model"})
+        params = VectorSearchParameters(alias, expected_embedding={"model": "other/model"})
         with pytest.raises(ModelMismatchError, match="other/model"):
-            RedisVectorSearchHandler(config).__enter__()
+            RedisVectorSearchHandler(redis_conn, params).__enter__()
 
     def test_unknown_index(self, redis_conn) -> None:
         with pytest.raises(IndexNotFoundError, match="does not exist"):
-            RedisVectorSearchHandler(RedisSearchConfig(redis_conn, "t_no_such_index")).__enter__()
+            RedisVectorSearchHandler(redis_conn, VectorSearchParameters("t_no_such_index")).__enter__()
 
     @pytest.mark.parametrize("kwargs, match", [
-        ({"top_k": 0}, "top_k"), ({"top_k": 5000}, "top_k"), ({"retrieval": "sparse"}, "retrieval"),
+        ({"top_k": 0}, "top_k"), ({"top_k": 5000}, "top_k"), ({"top_k": True}, "top_k"),
         ({"score_threshold": float("nan")}, "score_threshold"), ({"ef_runtime": 0}, "ef_runtime"),
-        ({"index": "bad name"}, "Invalid index name"), ({"max_batch_size": 0}, "max_batch_size"),
-        ({"on_unavailable": "ignore"}, "on_unavailable"), ({"circuit_open_s": -1.0}, "circuit_open_s"),
+        ({"index": "bad name"}, "Invalid index name"), ({"index": "docs__vbad"}, "Invalid index version"),
     ])
-    def test_invalid_config(self, redis_conn, kwargs: dict[str, Any], match: str) -> None:
-        base: dict[str, Any] = {"connection": redis_conn, "index": "docs"}
+    def test_invalid_search_parameters(self, kwargs: dict[str, Any], match: str) -> None:
         with pytest.raises(ConfigError, match=match):
-            RedisSearchConfig(**{**base, **kwargs})
+            VectorSearchParameters(**{"index": "docs", **kwargs})
+
+    @pytest.mark.parametrize("kwargs, match", [
+        ({"max_batch_size": 0}, "max_batch_size"), ({"min_batch_size": 4, "max_batch_size": 2}, "max_batch_size"),
+        ({"on_unavailable": "ignore"}, "on_unavailable"), ({"circuit_open_s": -1.0}, "circuit_open_s"),
+        ({"reindex_wait_s": float("inf")}, "reindex_wait_s"), ({"retry": 3}, "retry"),
+    ])
+    def test_invalid_handler_settings(self, redis_conn, kwargs: dict[str, Any], match: str) -> None:
+        with pytest.raises(ConfigError, match=match):
+            RedisVectorSearchHandler(redis_conn, VectorSearchParameters("docs"), **kwargs)
+
+    def test_retrieval_modes(self) -> None:
+        vector = VectorSearchParameters("docs", top_k=3)
+        assert search_parameters(RetrievalMode.DENSE, vector) is vector
+        hybrid = search_parameters("hybrid", vector, HybridConfig(candidates=7))
+        assert hybrid == HybridSearchParameters(vector, HybridConfig(candidates=7))
+        assert hybrid.mode is RetrievalMode.HYBRID and hybrid.vector is vector
+        assert [m.value for m in RetrievalMode] == ["dense", "hybrid"]
+        with pytest.raises(ConfigError, match="retrieval must be one of dense, hybrid, got 'sparse'"):
+            search_parameters("sparse", vector)
 
     def test_batching_and_cache_key(self, handler, embedder) -> None:
         assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 32}
@@ -284,7 +308,8 @@ class TestRedisUnavailable:
     def test_down_redis_fails_fast_naming_the_url_not_the_password(self, free_port) -> None:
         port = free_port()
         conn = RedisConnection.from_url(f"redis://:s3cret-pw@127.0.0.1:{port}/0", connect_timeout=0.5)
-        handler = RedisVectorSearchHandler(RedisSearchConfig(conn, "docs", max_retries=2, backoff_s=0.05))
+        handler = RedisVectorSearchHandler(conn, VectorSearchParameters("docs"),
+                                           retry=RetryPolicy(max_retries=2, backoff_s=0.05))
         started = time.monotonic()
         with pytest.raises(RedisUnavailableError) as info:
             handler.__enter__()
@@ -297,8 +322,10 @@ class TestRedisUnavailable:
                                                                  embedder) -> None:
         conn = RedisConnection.from_url(redis_url, socket_timeout=0.3)
         request = question(embedder, "What is the capital of Zorbania?")
-        patient = RedisVectorSearchHandler(RedisSearchConfig(conn, alias, max_retries=6, backoff_s=0.1))
-        hasty = RedisVectorSearchHandler(RedisSearchConfig(conn, alias, max_retries=1, backoff_s=0.05))
+        patient = RedisVectorSearchHandler(conn, VectorSearchParameters(alias),
+                                           retry=RetryPolicy(max_retries=6, backoff_s=0.1))
+        hasty = RedisVectorSearchHandler(conn, VectorSearchParameters(alias),
+                                         retry=RetryPolicy(max_retries=1, backoff_s=0.05))
         with patient, hasty:
             try:
                 redis_client.execute_command("CLIENT", "PAUSE", 700, "ALL")

@@ -161,7 +161,8 @@ def test_kill_mid_build_then_restart_completes_with_the_clean_index(
         caplog: pytest.LogCaptureFixture) -> None:
     alias = "kb_restart"
     v1, v1_docs = build_v1(server, tmp_path, alias)
-    with LogSeen("rag_core.ingestion", "Redis write failed") as write_failed, AliasWatcher(server, alias) as watcher:
+    write_failure = f"Writing to Redis at {server.url} failed"  # rag_core.retry's warning before each retry
+    with LogSeen("rag_core.retry", write_failure) as write_failed, AliasWatcher(server, alias) as watcher:
         crash = Crash(server, after=BIG // 4, restart_after_s=1.0, restart_once=write_failed)
         crash.start()
         try:
@@ -173,7 +174,7 @@ def test_kill_mid_build_then_restart_completes_with_the_clean_index(
     assert crash.grown_at_kill is not None and crash.grown_at_kill < BIG, "the kill must land mid-build"
     assert crash.restarted.is_set()
     # The writer retried through the outage (bounded, with backoff) and the job completed.
-    retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Redis write failed")]
+    retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith(write_failure)]
     assert retries and all("retry" in m for m in retries)
     assert summary["documents_indexed"] == BIG and summary["chunks_written"] == BIG
     assert summary["documents_dead_lettered"] == 0
@@ -413,8 +414,8 @@ def _reindex_in_background(client: Any, alias: str, fillers: int) -> str:
 
 def test_during_a_reindex_the_handler_waits_instead_of_searching_half_an_index(
         tmp_path: Path) -> None:
-    from rag_core.enrichment import ERROR_KEY, RedisSearchConfig, RedisVectorSearchHandler
-    from rag_core.store.catalog import ft_info
+    from rag_core.enrichment import ERROR_KEY, RedisVectorSearchHandler, VectorSearchParameters
+    from rag_core.store.info import ft_info
     from rag_core.store.connection import RedisConnection
 
     request = _question_chunk("Which note describes volcanoes number 8?")
@@ -422,9 +423,9 @@ def test_during_a_reindex_the_handler_waits_instead_of_searching_half_an_index(
         _build_qa_index(server, tmp_path, "qa", 20)
         client = raw_client(server, socket_timeout=30.0)
         connection = RedisConnection.from_url(server.url)
-        patient = RedisVectorSearchHandler(RedisSearchConfig(connection, "qa", top_k=3))
-        hasty = RedisVectorSearchHandler(RedisSearchConfig(connection, "qa", top_k=3, on_unavailable="report",
-                                                           reindex_wait_s=0.0))
+        patient = RedisVectorSearchHandler(connection, VectorSearchParameters("qa", top_k=3))
+        hasty = RedisVectorSearchHandler(connection, VectorSearchParameters("qa", top_k=3), on_unavailable="report",
+                                         reindex_wait_s=0.0)
         try:
             with patient, hasty:
                 assert patient(request)[1]["hits"][0]["doc_id"] == "doc0008"

@@ -12,7 +12,7 @@ import pytest
 
 from pipelines import ingest
 from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer
-from rag_core.enrichment import RedisSearchConfig, RedisVectorSearchHandler
+from rag_core.enrichment import HybridSearchParameters, RedisVectorSearchHandler, VectorSearchParameters
 from rag_core.hybrid import FusionConfig, HybridConfig
 from rag_core.types import Chunk, Content, Embedding
 
@@ -61,7 +61,7 @@ def _question(embed: Any, text: str, qid: str = "q", filt: dict | None = None) -
 
 @pytest.fixture
 def handler(redis_conn: Any, alias: str) -> Iterator[RedisVectorSearchHandler]:
-    with RedisVectorSearchHandler(RedisSearchConfig(redis_conn, alias, top_k=5, retrieval="hybrid")) as h:
+    with RedisVectorSearchHandler(redis_conn, HybridSearchParameters(VectorSearchParameters(alias, top_k=5))) as h:
         yield h
 
 
@@ -111,24 +111,23 @@ class TestHybridHandler:
                            for w in words if w.strip("'\"(){}[]|*%~-$@:;=>"))
 
     def test_filter_applies_to_both_searches(self, redis_conn, alias, embed) -> None:
-        config = RedisSearchConfig(redis_conn, alias, top_k=5, retrieval="hybrid")
-        with RedisVectorSearchHandler(config) as h:
+        params = HybridSearchParameters(VectorSearchParameters(alias, top_k=5))
+        with RedisVectorSearchHandler(redis_conn, params) as h:
             _, response = h(_question(embed, "pump water valve", filt={"region": "south"}))
         assert response["hits"] and {x["doc_id"] for x in response["hits"]} <= {"bees", "pumps"}
         assert response["hits"][0]["doc_id"] == "pumps"
 
     def test_threshold_on_dense_similarity_abstains_despite_word_matches(self, redis_conn, alias, embed) -> None:
-        config = RedisSearchConfig(redis_conn, alias, top_k=5, retrieval="hybrid", score_threshold=0.99)
-        with RedisVectorSearchHandler(config) as h:
+        params = HybridSearchParameters(VectorSearchParameters(alias, top_k=5, score_threshold=0.99))
+        with RedisVectorSearchHandler(redis_conn, params) as h:
             _, response = h(_question(embed, "water"))
         assert response["hits"] == []
 
     def test_dense_weight_one_equals_dense_ranking(self, redis_conn, alias, embed) -> None:
         question = _question(embed, "Why does iron rust in water?")
-        dense_cfg = RedisSearchConfig(redis_conn, alias, top_k=5)
-        hybrid_cfg = RedisSearchConfig(redis_conn, alias, top_k=5, retrieval="hybrid",
-                                       hybrid=HybridConfig(fusion=FusionConfig(dense_weight=1.0)))
-        with RedisVectorSearchHandler(dense_cfg) as d, RedisVectorSearchHandler(hybrid_cfg) as h:
+        dense = VectorSearchParameters(alias, top_k=5)
+        hybrid = HybridSearchParameters(dense, HybridConfig(fusion=FusionConfig(dense_weight=1.0)))
+        with RedisVectorSearchHandler(redis_conn, dense) as d, RedisVectorSearchHandler(redis_conn, hybrid) as h:
             dense_ids = [x["chunk_id"] for x in d(question)[1]["hits"]]
             hybrid_ids = [x["chunk_id"] for x in h(question)[1]["hits"]]
         assert hybrid_ids == dense_ids

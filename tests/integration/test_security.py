@@ -411,11 +411,11 @@ class TestQueryInjection:
     @pytest.fixture(scope="class")
     def search(self, redis_conn: RedisConnection, injection_index: str) -> Iterator[Any]:
         from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer
-        from rag_core.enrichment import RedisSearchConfig, RedisVectorSearchHandler
+        from rag_core.enrichment import RedisVectorSearchHandler, VectorSearchParameters
         from rag_core.types import Chunk, Content, Embedding
 
-        handler = RedisVectorSearchHandler(RedisSearchConfig(redis_conn, injection_index, top_k=100,
-                                                             return_text=False))
+        handler = RedisVectorSearchHandler(redis_conn, VectorSearchParameters(injection_index, top_k=100,
+                                                                              return_text=False))
         with handler:
             config = EmbeddingConfig.from_description(handler.index_info.record.embedding)
             model = load_sentence_transformer(config)
@@ -467,13 +467,13 @@ class TestQueryInjection:
                                       "-t", "t" * 65])
     def test_hostile_index_names_are_refused_everywhere(self, name: str, redis_conn: RedisConnection,
                                                         redis_client: Any) -> None:
-        from rag_core.enrichment import RedisSearchConfig
+        from rag_core.enrichment import VectorSearchParameters
         from rag_core.store.schema import validate_index_name
 
         with pytest.raises(ConfigError, match="Invalid index"):
             validate_index_name(name)
         with pytest.raises(ConfigError):
-            RedisSearchConfig(redis_conn, name)
+            VectorSearchParameters(name)
         with pytest.raises(ConfigError):
             IndexCatalog(redis_client, name)
 

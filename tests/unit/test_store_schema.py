@@ -20,6 +20,27 @@ def test_layout_keys_and_round_trip():
     assert IndexLayout.from_index_name(layout.index_name) == layout
 
 
+def test_parse_an_alias_or_a_pinned_version():
+    layout = IndexLayout("docs", new_version_id())
+    assert IndexLayout.parse("docs") == ("docs", None)
+    assert IndexLayout.parse(layout.index_name) == ("docs", layout)
+    for bad, match in (("docs__v1", "Invalid index version"), ("a b", "Invalid index name"), (3, "must be a string")):
+        with pytest.raises(ConfigError, match=match):
+            IndexLayout.parse(bad)
+
+
+def test_connection_client_retries_under_its_policy():
+    from rag_core.retry import NO_RETRY, RetryPolicy
+
+    conn = RedisConnection.from_url("redis://h:1/0", retry=RetryPolicy(max_retries=3, backoff_s=0.5, max_backoff_s=1.0))
+    retry = conn.client().get_retry()
+    assert retry.get_retries() == 3
+    assert [retry._backoff.compute(n) for n in (1, 2, 3)] == [0.5, 1.0, 1.0]
+    assert conn.client(retry=NO_RETRY).get_retry().get_retries() == 0
+    with pytest.raises(ConfigError, match="retry"):
+        RedisConnection.from_url("redis://h:1/0", retry=3)
+
+
 def test_schema_has_metadata_fields_and_vector():
     layout = IndexLayout("docs", new_version_id())
     schema = IndexSchema.from_dict(schema_dict(layout, VectorIndexSpec(
