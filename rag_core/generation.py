@@ -24,6 +24,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -37,6 +38,8 @@ from rag_core.validation import check_int, check_optional_int, check_positive_in
 
 __all__ = [
     "DEFAULT_GENERATOR",
+    "GeneratedText",
+    "GeneratorBackend",
     "GeneratorConfig",
     "GeneratorModelHandler",
     "LoadedGenerator",
@@ -53,6 +56,41 @@ DEFAULT_GENERATOR = SMOLLM2_HUB_ID
 LOAD_LOG_ENV = "BEAM_RAG_LOAD_LOG"
 METRICS_NAMESPACE = "beam_rag.generation"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class GeneratorBackend(str, Enum):
+    """How the generator's weights run (the values of ``--generator-backend``)."""
+
+    TORCH = "torch"
+    """The checkpoint's own weights (``--dtype``)."""
+    TORCH_INT8 = "torch-int8"
+    """int8 ``Linear`` layers (torch dynamic quantisation), CPU only: ~1.8x faster prefill on
+    AVX-512 VNNI for SmolLM2-135M; quantised once at load, in about a second."""
+
+
+class GeneratedText(str):
+    """A generated answer: a plain ``str`` (the handler's contract) that also carries the
+    generator's confidence, so abstention can use it without a second channel.
+
+    Pickles as plain data across the ``large_model`` process boundary.
+
+    >>> text = GeneratedText("Paris.", mean_logprob=-0.25, n_tokens=3, stop_reason="sentence")
+    >>> text == "Paris.", text.mean_logprob, isinstance(text, str)
+    (True, -0.25, True)
+    """
+
+    mean_logprob: float | None
+    n_tokens: int
+    stop_reason: str | None
+
+    def __new__(cls, text: str, mean_logprob: float | None = None, n_tokens: int = 0,
+                stop_reason: str | None = None) -> "GeneratedText":
+        obj = super().__new__(cls, text)
+        obj.mean_logprob, obj.n_tokens, obj.stop_reason = mean_logprob, n_tokens, stop_reason
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return GeneratedText, (str(self), self.mean_logprob, self.n_tokens, self.stop_reason)
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
@@ -136,12 +174,18 @@ class GeneratorConfig:
             (default :func:`rag_core.paths.cache_dir`).
         num_threads: if set, ``torch.set_num_threads`` in the loading process. On a
             shared CPU, more threads than free cores can make generation 10x slower.
+        backend: :class:`GeneratorBackend`; ``torch-int8`` needs ``device="cpu"``.
+        stop_at_sentence: end each answer after its first sentence (the compact prompt
+            asks for one); rows of a batch stop independently.
+        repeat_ngram: end an answer that repeats an n-gram of this many tokens it already
+            generated (None: never). Unlike ``repetition_penalty`` / ``no_repeat_ngram_size``,
+            copying from the prompt is not punished: a grounded answer copies.
     """
 
     model: str = DEFAULT_GENERATOR
     device: str = "cpu"
     dtype: str = "float32"
-    max_new_tokens: int = 128
+    max_new_tokens: int = 48
     large_model: bool = True
     model_copies: int = 1
     batch_size: int = 8
@@ -153,8 +197,20 @@ class GeneratorConfig:
     model_name: str | None = None
     cache_dir: str | None = None
     num_threads: int | None = None
+    backend: GeneratorBackend = GeneratorBackend.TORCH_INT8
+    stop_at_sentence: bool = True
+    repeat_ngram: int | None = 4
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "backend", GeneratorBackend(self.backend))
+        except ValueError:
+            raise ConfigError(f"generator backend must be one of {', '.join(b.value for b in GeneratorBackend)}, "
+                              f"got {self.backend!r}") from None
+        if self.backend is GeneratorBackend.TORCH_INT8 and self.device != "cpu":
+            raise ConfigError("generator backend torch-int8 runs on the CPU only: use --generator-backend torch "
+                              f"with device {self.device!r}")
+        check_optional_int("repeat_ngram", self.repeat_ngram, minimum=1)
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("generator model must be a non-empty string")
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
@@ -220,7 +276,7 @@ class LoadedGenerator:
 
     def generate(
         self, prompts: list[str], generate_kwargs: Mapping[str, Any] | None = None
-    ) -> tuple[list[str], int]:
+    ) -> tuple[list[GeneratedText], int]:
         """Answers for ``prompts`` (same order) and the number of tokens generated."""
         return _generate(self.model, self.tokenizer, prompts, self.config, generate_kwargs or {})
 
@@ -258,10 +314,28 @@ def load_generator(config: GeneratorConfig | None = None) -> LoadedGenerator:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = model.to(config.device).eval()
+    if config.backend is GeneratorBackend.TORCH_INT8:
+        model = quantize_int8(model)
     _record_load(config.label)
     logger.info("loaded generator %s (%s) in %.1f s", config.label, type(model).__name__,
                 time.perf_counter() - started)
     return LoadedGenerator(model, tokenizer, config)
+
+
+def quantize_int8(model: Any) -> Any:
+    """``model`` with int8 weights in its ``Linear`` layers (dynamic activation scales).
+
+    Measured on SmolLM2-135M, 2 AVX-512 VNNI cores: 1.84x faster on 880-token prompts.
+    The embedding and the tied output head stay fp32 (``nn.Embedding``, not quantised).
+    """
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated; it works and has no successor on CPU yet
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 # --------------------------------------------------------------------------- generating
@@ -286,8 +360,11 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
 def _generate(
     model: Any, tokenizer: Any, prompts: Sequence[str], config: GeneratorConfig,
     generate_kwargs: Mapping[str, Any],
-) -> tuple[list[str], int]:
+) -> tuple[list[GeneratedText], int]:
     import torch
+    from transformers import StoppingCriteriaList
+
+    from rag_core.decoding import AnswerDoneCriteria
 
     if not prompts:
         return [], 0
@@ -298,13 +375,14 @@ def _generate(
     fallback = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else pad_id
     encoded = [encode_prompt(tokenizer, p) or [int(fallback)] for p in prompts]
     kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": False, "num_beams": 1,
-                              "pad_token_id": pad_id}
+                              "pad_token_id": pad_id, "output_scores": True, "return_dict_in_generate": True}
     kwargs.update(generate_kwargs)  # inference_args may override any of these
+    stop = config.stop_at_sentence or config.repeat_ngram is not None
     device = next(model.parameters()).device
 
     # Sort by length so each padded micro-batch wastes little; answers map back by index.
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    answers = [""] * len(prompts)
+    answers: list[GeneratedText] = [GeneratedText("")] * len(prompts)
     generated = 0
     for start in range(0, len(order), config.batch_size):
         rows = order[start:start + config.batch_size]
@@ -318,21 +396,34 @@ def _generate(
             else:  # left padding, so every prompt ends where generation starts
                 ids.append(pad + seq)
                 mask.append([0] * len(pad) + [1] * len(seq))
+        input_ids = torch.tensor(ids, device=device)
+        call = dict(kwargs)
+        criteria = None
+        if stop and "stopping_criteria" not in call:
+            criteria = AnswerDoneCriteria.for_inputs(model, input_ids, tokenizer, ngram=config.repeat_ngram,
+                                                     stop_at_sentence=config.stop_at_sentence, eos_ids=eos)
+            call["stopping_criteria"] = StoppingCriteriaList([criteria])
         with torch.inference_mode():
-            out = model.generate(
-                input_ids=torch.tensor(ids, device=device),
-                attention_mask=torch.tensor(mask, device=device),
-                **kwargs,
-            )
-        new_tokens = out[:, 1:] if encoder_decoder else out[:, width:]  # drop decoder start / prompt
-        for i, row in zip(rows, new_tokens.tolist()):
-            kept = []
-            for token in row:
-                kept.append(token)
+            out = model.generate(input_ids=input_ids, attention_mask=torch.tensor(mask, device=device), **call)
+        sequences = out.sequences if hasattr(out, "sequences") else out
+        scores = getattr(out, "scores", None)
+        new_tokens = sequences[:, 1:] if encoder_decoder else sequences[:, width:]  # drop decoder start / prompt
+        reasons = criteria.reasons if criteria is not None else ()
+        for j, (i, row) in enumerate(zip(rows, new_tokens.tolist())):
+            kept: list[int] = []
+            logprobs: list[float] = []
+            for step, token in enumerate(row):
                 if token in eos:
                     break
+                kept.append(token)
+                if scores is not None and step < len(scores):
+                    logprobs.append(float(torch.log_softmax(scores[step][j].float(), -1)[token]))
             generated += len(kept)
-            answers[i] = tokenizer.decode(kept, skip_special_tokens=True).strip()
+            reason = reasons[j] if j < len(reasons) else None
+            answers[i] = GeneratedText(
+                tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                mean_logprob=sum(logprobs) / len(logprobs) if logprobs else None, n_tokens=len(kept),
+                stop_reason=getattr(reason, "value", reason))
     return answers, generated
 
 
@@ -341,7 +432,7 @@ def generate_batch(
     prompts: Sequence[str],
     config: GeneratorConfig | None = None,
     **generate_kwargs: Any,
-) -> list[str]:
+) -> list[GeneratedText]:
     """Greedy answers for ``prompts``, in order: the code the handler runs, in-process.
 
     ``model_and_tokenizer`` is a :class:`LoadedGenerator` or a ``(model, tokenizer)`` pair.
