@@ -50,7 +50,7 @@ from rag_core.errors import ConfigError
 
 _LOG = logging.getLogger(__name__)
 
-DATASETS = ("scifact",)
+DATASETS = ("scifact", "squad2")
 MODES = ("dense", "hybrid")
 DEFAULT_DEPTH_CHUNKS = 300  # ~3 chunks per document: enough for recall@100 over documents
 
@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="beam-rag eval", description="Retrieval quality on a benchmark dataset")
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--data-dir", dest="data_dir", required=True, help="folder with the dataset's files")
+    # squad2 (answers end to end) is pipelines.squad_eval: `beam-rag eval --dataset squad2 --help`.
+    p.add_argument("--data-file", dest="data_file", default=None, help="squad2: the SQuAD v2.0 JSON file")
+    p.add_argument("--sample", type=int, default=None, help="squad2: N questions, a fixed seeded sample")
+    p.add_argument("--every", type=int, default=None, help="squad2: every K-th question (default 10)")
     p.add_argument("--retrieval", default="dense", choices=MODES)
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="evaluate only --retrieval (default: the other mode too, for the report and plot)")
@@ -274,7 +278,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     from rag_core.store.catalog import IndexCatalog
 
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from pipelines import squad_eval
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if squad_eval.requested(argv):
+        return squad_eval.run(argv)
+    args = build_parser().parse_args(argv)
     if args.depth_chunks < 1:
         raise ConfigError("--depth-chunks must be >= 1")
     started = time.perf_counter()
