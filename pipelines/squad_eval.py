@@ -242,7 +242,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                        out_dir / PLOT_NAME, f"SQuAD 2.0: {metrics['questions']} questions")
     report = out_dir / "report.md"
     summary.update({"report": str(report), "plot": str(plot), "runs": str(out_dir / "runs.json"),
-                    "answers": str(answers), "seconds": round(time.perf_counter() - started, 1)})
+                    "answers": str(answers), "dead_letter": answered.get("dead_letter"), "seconds": round(time.perf_counter() - started, 1)})
     report.write_text(markdown_report(summary, ANCHORS, plot.name), encoding="utf-8")
     (out_dir / "runs.json").write_text(
         json.dumps({"summary": summary, "questions": [s.as_row() for s in scores]}, ensure_ascii=False, indent=1),
