@@ -44,7 +44,7 @@ from rag_core.validation import check_positive_int
 
 _LOG = logging.getLogger(__name__)
 
-DATASETS = ("scifact",)
+DATASETS = ("scifact", "squad2")
 MODES = tuple(m.value for m in RetrievalMode)
 DEFAULT_DEPTH_CHUNKS = 300  # ~3 chunks per document: enough for recall@100 over documents
 
@@ -52,7 +52,11 @@ DEFAULT_DEPTH_CHUNKS = 300  # ~3 chunks per document: enough for recall@100 over
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="beam-rag eval", description="Retrieval quality on a benchmark dataset")
     p.add_argument("--dataset", required=True, choices=DATASETS)
-    p.add_argument("--data-dir", dest="data_dir", required=True, help="folder with the dataset's files")
+    p.add_argument("--data-dir", dest="data_dir", default=None, help="scifact: folder with the dataset's files (required)")
+    # squad2 (answers end to end) is pipelines.squad_eval: `beam-rag eval --dataset squad2 --help`.
+    p.add_argument("--data-file", dest="data_file", default=None, help="squad2: the SQuAD v2.0 JSON file")
+    p.add_argument("--sample", type=int, default=None, help="squad2: N questions, a fixed seeded sample")
+    p.add_argument("--every", type=int, default=None, help="squad2: every K-th question (default 10)")
     p.add_argument("--retrieval", default="dense", choices=MODES)
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="evaluate only --retrieval (default: the other mode too, for the report and plot)")
@@ -266,8 +270,15 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     from rag_core.store.catalog import IndexCatalog
 
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from pipelines import squad_eval
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if squad_eval.requested(argv):
+        return squad_eval.run(argv)
+    args = build_parser().parse_args(argv)
     check_positive_int("--depth-chunks", args.depth_chunks)
+    if not args.data_dir:
+        raise ConfigError(f"--data-dir is required for --dataset {args.dataset}")
     started = time.perf_counter()
     evalset = load_dataset(args.dataset, args.data_dir, args.split)
     evalset = select(evalset.corpus, evalset.queries, evalset.qrels, args.limit_docs, args.limit_queries)
