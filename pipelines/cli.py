@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("query", help="answer a file of questions from a knowledge base (Beam pipeline)",
                    add_help=False)
 
-    sub.add_parser("eval", help="retrieval quality on a benchmark dataset (SciFact), dense or hybrid",
+    sub.add_parser("eval", help="quality on a benchmark: SciFact retrieval, or SQuAD 2.0 answers (--dataset squad2)",
                    add_help=False)
 
     ask = sub.add_parser("ask", help="answer one question from a knowledge base, in-process")
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--min-score", type=float, default=None,
                      help="passages below this cosine similarity are ignored (default as in query; -1: keep all)")
     ask.add_argument("--generator", default=None, help="default: the packaged SmolLM2-135M-Instruct")
-    ask.add_argument("--max-new-tokens", type=int, default=128)
+    ask.add_argument("--max-new-tokens", type=int, default=48)
     ask.add_argument("--retrieval-only", action="store_true", help="show the ranked sources only")
     ask.add_argument("--json", action="store_true", help="print the result as one JSON object")
     ask.add_argument("--redis-url")

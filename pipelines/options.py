@@ -16,11 +16,12 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from rag_core.answers import ABSTAIN, DEFAULT_MIN_SCORE
+from rag_core.answers import ABSTAIN, DEFAULT_ABSTAIN_BELOW, DEFAULT_MIN_SCORE
 from rag_core.documents import DEFAULT_MAX_DOC_BYTES
 from rag_core.embeddings.config import EmbeddingBackend
 from rag_core.enrichment import RetrievalMode
-from rag_core.generation import DEFAULT_GENERATOR, DTYPES
+from rag_core.context import DEFAULT_CONTEXT_TOKENS
+from rag_core.generation import DEFAULT_GENERATOR, DTYPES, GeneratorBackend
 from rag_core.prompt import PromptStyle
 from rag_core.questions import DEFAULT_MAX_QUESTION_CHARS, INPUT_FORMATS
 from rag_core.readers import FORMATS
@@ -120,7 +121,19 @@ class QueryOptions(PipelineOptions):
                             help="skip generation: answer is null, sources are the ranked passages")
         parser.add_argument("--generator", default=DEFAULT_GENERATOR,
                             help="generator model: 'smollm2' (packaged default), a hub id or a local folder")
-        parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=128)
+        parser.add_argument("--generator-backend", dest="generator_backend", default=GeneratorBackend.TORCH_INT8.value,
+                            choices=_choices(GeneratorBackend),
+                            help="torch-int8 (default): int8 Linear layers on the CPU, ~1.8x faster; torch: the "
+                                 "checkpoint's weights (--dtype; needed for --device cuda)")
+        parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=48,
+                            help="answer length limit; the compact style also stops at the first sentence")
+        parser.add_argument("--context-tokens", dest="context_tokens", type=int, default=DEFAULT_CONTEXT_TOKENS,
+                            help="the generator reads the retrieved sentences most similar to the question, up to "
+                                 f"this many tokens (default {DEFAULT_CONTEXT_TOKENS}); 0 gives it whole passages")
+        parser.add_argument("--abstain-below", dest="abstain_below", type=float, default=DEFAULT_ABSTAIN_BELOW,
+                            help=f"answer {ABSTAIN!r} when the answer's confidence (retrieval similarity, "
+                                 "generator log-probability, grounding) is below this, 0..1 "
+                                 f"(default {DEFAULT_ABSTAIN_BELOW}; 0 never)")
         parser.add_argument("--max-prompt-tokens", dest="max_prompt_tokens", type=int, default=1536)
         parser.add_argument("--prompt-style", dest="prompt_style", default=PromptStyle.COMPACT.value,
                             choices=_choices(PromptStyle),

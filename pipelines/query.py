@@ -43,7 +43,7 @@ from apache_beam.transforms.enrichment import Enrichment
 from pipelines.command import print_help as print_options_help
 from pipelines.command import read_metrics, run_as_command
 from pipelines.options import CommonOptions, EmbeddingOptions, QueryOptions, RedisOptions, resolve_connection
-from rag_core.answers import (ABSTAINED, ANSWER, CONTEXT, FAILED, BuildPromptFn, CheckRetrievalFn,
+from rag_core.answers import (ABSTAINED, ANSWER, CONTEXT, FAILED, AnswerPolicy, BuildPromptFn, CheckRetrievalFn,
                               failed_batch_to_keyed_reasons, join_answer, resolve_min_score, retrieved_row)
 from rag_core.dedupe import DeduplicateById, Keep
 from rag_core.embeddings import EmbeddingConfig, embedding_transform
@@ -52,7 +52,8 @@ from rag_core.errors import ConfigError
 from rag_core.filters import field_kinds
 from rag_core.generation import METRICS_NAMESPACE as GENERATION_NAMESPACE
 from rag_core.generation import GeneratorConfig, GeneratorModelHandler, KeyedGeneratorHandler
-from rag_core.prompt import PromptConfig
+from rag_core.context import ContextConfig
+from rag_core.prompt import PromptConfig, PromptStyle
 from rag_core.questions import ReadQuestions, duplicate_question, index_embedding, to_chunk
 from rag_core.sinks import DEAD_LETTER, WriteAnswers, WriteDeadLetters, count_rows, home_dead_letter_path, timestamp
 from rag_core.store.catalog import IndexCatalog, VersionRecord
@@ -76,6 +77,8 @@ class QueryPlan:
     prompt: PromptConfig | None  # None with --retrieval-only
     dead_letter_path: str
     many_files: bool
+    context: ContextConfig | None = None  # which sentences the generator reads; None with --retrieval-only
+    policy: AnswerPolicy | None = None  # how a generation becomes the answer
 
 
 def _given(argv: Sequence[str], flag: str) -> bool:
@@ -118,14 +121,17 @@ def plan_query(options: PipelineOptions, argv: Sequence[str] = ()) -> QueryPlan:
         ef_runtime=opts.search_ef_runtime, return_text=True,
         expected_embedding={"model": record.embedding.get("model"), "dimension": record.embedding.get("dimension")})),
         on_unavailable="report", max_batch_size=opts.retrieval_batch_size)
-    generator = prompt = None
+    generator = prompt = context = policy = None
     if not opts.retrieval_only:
+        compact = PromptStyle(opts.prompt_style) is PromptStyle.COMPACT
         generator = GeneratorConfig(
             model=opts.generator, device=opts.device, dtype=opts.dtype, max_new_tokens=opts.max_new_tokens,
             large_model=opts.large_model, model_copies=opts.model_copies,
             batch_size=opts.generation_batch_size, model_state_dict_path=opts.model_state_dict_path,
-            model_name=opts.model_name)
+            model_name=opts.model_name, backend=opts.generator_backend, stop_at_sentence=compact)
         prompt = PromptConfig.for_style(opts.prompt_style, opts.max_prompt_tokens, opts.prompt_template)
+        context = ContextConfig(max_tokens=opts.context_tokens)
+        policy = AnswerPolicy(stop_at_sentence=compact, abstain_below=opts.abstain_below)
     if common.dead_letter:
         dead_letter = common.dead_letter
     elif opts.output_format == "bigquery":  # no file next to a table: under $BEAM_RAG_HOME
@@ -133,7 +139,7 @@ def plan_query(options: PipelineOptions, argv: Sequence[str] = ()) -> QueryPlan:
     else:
         dead_letter = f"{opts.output}.dead-letter.jsonl"
     return QueryPlan(connection, record, field_kinds(record.spec.get("metadata_fields")), embedding, search,
-                     generator, prompt, dead_letter, len(matched) > 1)
+                     generator, prompt, dead_letter, len(matched) > 1, context, policy)
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: QueryPlan,
@@ -158,14 +164,15 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Quer
     rows = retrieved.found | "ToRow" >> beam.Map(retrieved_row)
     if plan.generator is not None:
         assert plan.prompt is not None
-        prompts = rows | "BuildPrompt" >> beam.ParDo(BuildPromptFn(plan.generator, plan.prompt)).with_outputs(
+        prompts = rows | "BuildPrompt" >> beam.ParDo(
+            BuildPromptFn(plan.generator, plan.prompt, plan.context, plan.embedding)).with_outputs(
             CONTEXT, ABSTAINED, main="prompts")
         handler = KeyedGeneratorHandler(generator_handler or GeneratorModelHandler(plan.generator))
         answers, failed = prompts.prompts | "Generate" >> RunInference(handler).with_exception_handling()
         failures = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_batch_to_keyed_reasons)
         joined = ({CONTEXT: prompts[CONTEXT], ANSWER: answers, FAILED: failures}
                   | "JoinAnswers" >> beam.CoGroupByKey()
-                  | "Answer" >> beam.FlatMap(join_answer).with_outputs(DEAD_LETTER, main="rows"))
+                  | "Answer" >> beam.FlatMap(join_answer, plan.policy or AnswerPolicy()).with_outputs(DEAD_LETTER, main="rows"))
         rows = (joined.rows, prompts[ABSTAINED]) | "AllAnswers" >> beam.Flatten()
         dead_letters.append(joined[DEAD_LETTER])
     (rows

@@ -8,6 +8,12 @@ itself, so we decide before and after it):
   answered :data:`ABSTAIN` without calling the generator (``sources`` is empty).
 - Answer: paragraphs are kept up to the first that says it does not know, and an
   empty result is :data:`ABSTAIN` (:func:`normalize_answer`).
+- Confidence: the generated answer is snapped to the shortest span of the sentences
+  the generator read (:func:`rag_core.grounding.snap_to_span`), and
+  :func:`confidence` combines the question's best sentence similarity, the
+  generator's mean token log-probability and how well the answer is grounded; below
+  :attr:`AnswerPolicy.abstain_below` the answer is :data:`ABSTAIN` (the generated
+  text stays in ``answer_generated``).
 
 The batch pipeline (``pipelines.query``) runs these parts as Beam steps;
 :func:`answer_one` runs the same parts in-process for one question (``beam-rag ask``).
@@ -16,27 +22,33 @@ Example:
     >>> normalize_answer("Quillport.\\n\\nThe context is untrusted: I don't know")
     'Quillport.'
     >>> resolve_min_score(None, retrieval_only=False), resolve_min_score(-1, retrieval_only=False)
-    (0.35, None)
+    (0.2, None)
 """
 
 from __future__ import annotations
 
+import math
 import re
+import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.rag.types import Embedding
 
-from rag_core.embeddings import embed_texts, load_sentence_transformer
+from rag_core.context import ContextConfig, ContextSelector
+from rag_core.decoding import trim_answer
+from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer
+from rag_core.grounding import snap_to_span
 from rag_core.enrichment import (ENRICHMENT_KEY, ERROR_KEY, RETRIEVAL_KEY, RedisVectorSearchHandler,
                                  VectorSearchParameters, join_hits, search_parameters)
 from rag_core.generation import GeneratorConfig, generate_batch, load_generator, load_tokenizer
 from rag_core.prompt import Passage, PromptBuilder, PromptConfig
 from rag_core.questions import DEFAULT_MAX_QUESTION_CHARS, Question, check_question, index_embedding, to_chunk
-from rag_core.sinks import DEAD_LETTER, METRICS_NAMESPACE, AnswerRow, Source
+from rag_core.sinks import DEAD_LETTER, METRICS_NAMESPACE, AnswerRow, AnswerSpan, Source
+from rag_core.validation import check_number
 from rag_core.types import Chunk, DeadLetter
 
 if TYPE_CHECKING:
@@ -44,16 +56,18 @@ if TYPE_CHECKING:
     from rag_core.store.connection import RedisConnection
 
 __all__ = [
-    "ABSTAIN", "ABSTAINED", "ANSWER", "CONTEXT", "DEFAULT_MIN_SCORE", "FAILED", "BuildPromptFn", "CheckRetrievalFn",
+    "ABSTAIN", "ABSTAINED", "ANSWER", "CONTEXT", "DEFAULT_MIN_SCORE", "FAILED", "AnswerPolicy", "BuildPromptFn",
+    "CheckRetrievalFn", "confidence", "finish_answer",
     "answer_one", "failed_batch_to_keyed_reasons", "join_answer", "normalize_answer", "prompt_for",
     "resolve_min_score", "retrieved_row", "says_abstain", "to_passages",
 ]
 
 ABSTAIN = "I don't know"
-# all-MiniLM-L6-v2 cosine similarity, measured on rag_core/sample_data: answerable
-# questions' best passage 0.47-0.65, the in-domain unanswerable one 0.33, off-topic
-# questions < 0.11. Another embedding model may need another --min-score.
-DEFAULT_MIN_SCORE = 0.35
+# all-MiniLM-L6-v2 cosine similarity. Off-topic questions score < 0.11 on
+# rag_core/sample_data; on SQuAD 2.0 dev questions 0.35 dropped the gold passage of
+# answerable questions before the generator saw it, so the retrieval floor only removes
+# the clearly unrelated, and abstention is decided by :func:`confidence`.
+DEFAULT_MIN_SCORE = 0.2
 NO_MIN_SCORE = -1  # --min-score at or below this keeps every passage
 _ABSTAIN_PHRASES = ("i don't know", "i do not know", "does not contain the answer", "doesn't contain the answer")
 
@@ -106,6 +120,93 @@ def normalize_answer(text: str) -> str:
     return "\n\n".join(kept) if kept else ABSTAIN
 
 
+# Logistic weights of (best sentence cosine, mean token log-probability, grounding
+# score), fitted on 195 SQuAD 2.0 dev questions (every 24th; half unanswerable) with
+# all-MiniLM-L6-v2 and SmolLM2-135M; AUC 0.67 answerable vs not. The default threshold
+# 0.45 kept false abstention under 0.25 there (abstention on unanswerable 0.49).
+CONFIDENCE_WEIGHTS = (3.941, 0.43, 0.26)
+CONFIDENCE_BIAS = -2.361
+DEFAULT_ABSTAIN_BELOW = 0.45
+
+
+def confidence(similarity: float | None, mean_logprob: float | None, grounding: float) -> float:
+    """How likely the answer is right, in [0, 1] (see :data:`CONFIDENCE_WEIGHTS`).
+
+    Missing signals count as neutral (a custom generator returning plain strings has no
+    log-probabilities; a row without selected sentences has no similarity).
+
+    >>> round(confidence(0.8, -0.3, 1.0), 2), round(confidence(0.3, -1.2, 0.0), 2)
+    (0.72, 0.16)
+    """
+    sim = 0.6 if similarity is None else similarity
+    logprob = -0.75 if mean_logprob is None or not math.isfinite(mean_logprob) else mean_logprob
+    w_sim, w_lp, w_ground = CONFIDENCE_WEIGHTS
+    z = CONFIDENCE_BIAS + w_sim * sim + w_lp * logprob + w_ground * grounding
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+@dataclass(frozen=True)
+class AnswerPolicy:
+    """How a generation becomes the answer.
+
+    Args:
+        stop_at_sentence: keep the generation's first sentence only.
+        ground: snap the answer to the shortest span of the context that carries it.
+        min_grounding: a span matching the answer below this (token F1 of its content
+            words, 0..1) does not replace the generated text.
+        abstain_below: answer :data:`ABSTAIN` when :func:`confidence` is below this
+            (0 never abstains on confidence).
+    """
+
+    stop_at_sentence: bool = True
+    ground: bool = True
+    min_grounding: float = 0.5
+    abstain_below: float = DEFAULT_ABSTAIN_BELOW
+
+    def __post_init__(self) -> None:
+        check_number("min_grounding", self.min_grounding, minimum=0.0, maximum=1.0)
+        check_number("abstain_below", self.abstain_below, minimum=0.0, maximum=1.0)
+
+
+def finish_answer(row: AnswerRow, generated: str, policy: AnswerPolicy = AnswerPolicy()) -> AnswerRow:
+    """The generator's text for ``row`` → the answered row: trimmed, grounded, or abstained.
+
+    ``row.context`` holds the sentences the generator read (:class:`rag_core.context.ContextSentence`,
+    offsets into ``row.sources[i].text``); without them whole source texts are used.
+
+    >>> from rag_core.sinks import Source
+    >>> row = AnswerRow("q", "When was the tower completed?", None,
+    ...                 (Source("t#0", "t", "Tower", 0.9, "The tower was completed in 1889 in Paris."),), "m", "i")
+    >>> done = finish_answer(row, "The tower was completed in 1889. It is tall.", AnswerPolicy(abstain_below=0))
+    >>> done.answer, done.answer_span, done.sources[0].cited
+    ('1889', AnswerSpan(source=0, start=27, end=31), True)
+    """
+    mean_logprob = getattr(generated, "mean_logprob", None)
+    text = normalize_answer(str(generated))
+    if text == ABSTAIN:
+        return replace(row, answer=ABSTAIN, answer_generated=ABSTAIN,
+                       confidence=round(confidence(row.retrieval_similarity, mean_logprob, 0.0), 4))
+    trimmed = trim_answer(text, stop_at_sentence=policy.stop_at_sentence) or text
+    answer, span, grounding = trimmed, None, 0.0
+    if policy.ground:
+        if row.context:
+            pieces = [(c.source, c.start, c.text) for c in row.context]
+        else:
+            pieces = [(i, 0, s.text or "") for i, s in enumerate(row.sources)]
+        found = snap_to_span(trimmed, [p[2] for p in pieces], row.question)
+        if found is not None:
+            grounding = found.score
+            if found.score >= policy.min_grounding:
+                source, offset, _ = pieces[found.passage_index]
+                answer, span = found.text, AnswerSpan(source, offset + found.start, offset + found.end)
+    score = confidence(row.retrieval_similarity, mean_logprob, grounding)
+    if score < policy.abstain_below:
+        answer, span = ABSTAIN, None
+    sources = tuple(replace(s, cited=span is not None and i == span.source) for i, s in enumerate(row.sources))
+    return replace(row, answer=answer, answer_generated=trimmed, answer_span=span, sources=sources,
+                   confidence=round(score, 4))
+
+
 # --------------------------------------------------------------------------- after retrieval
 
 
@@ -124,11 +225,51 @@ def to_passages(sources: Sequence[Source]) -> list[Passage]:
             for s in sources]
 
 
-def prompt_for(builder: PromptBuilder, row: AnswerRow, model: str | None) -> tuple[str, AnswerRow]:
-    """The prompt for ``row``, and the row keeping only the sources the prompt holds."""
-    built = builder.build(row.question, to_passages(row.sources))
-    used = set(built.passages_used)
-    return built.text, replace(row, sources=tuple(s for s in row.sources if s.chunk_id in used), model=model)
+def prompt_for(builder: PromptBuilder, row: AnswerRow, model: str | None,
+               selector: ContextSelector | None = None) -> tuple[str, AnswerRow]:
+    """The prompt for ``row``, and the row keeping only the sources the prompt holds
+    (with the selected sentences in ``context`` when a ``selector`` picks them)."""
+    passages = to_passages(row.sources)
+    if selector is None:
+        built = builder.build(row.question, passages)
+        used = set(built.passages_used)
+        return built.text, replace(row, sources=tuple(s for s in row.sources if s.chunk_id in used), model=model)
+    picked = selector.select(row.question, passages)
+    built = builder.build(row.question, list(picked.passages))
+    kept = set(built.passages_used)
+    slots = [k for k, p in enumerate(picked.passages) if p.chunk_id in kept]
+    renumber = {old: new for new, old in enumerate(slots)}
+    sources = tuple(row.sources[picked.used[k]] for k in slots)
+    context = tuple(replace(c, source=renumber[c.source]) for c in picked.sentences if c.source in renumber)
+    return built.text, replace(row, sources=sources, model=model, context=context,
+                               retrieval_similarity=picked.best_similarity)
+
+
+_EMBEDDERS: dict[EmbeddingConfig, Any] = {}
+_EMBEDDERS_LOCK = threading.Lock()
+
+
+def _embedder(config: EmbeddingConfig) -> Any:
+    """One embedding model per process for context selection (the DoFn threads share it)."""
+    with _EMBEDDERS_LOCK:
+        if config not in _EMBEDDERS:
+            _EMBEDDERS[config] = load_sentence_transformer(config)
+        return _EMBEDDERS[config]
+
+
+def context_selector(config: ContextConfig | None, embedding: EmbeddingConfig | None,
+                     tokenizer: Any) -> ContextSelector | None:
+    """The selector for ``config`` (None: whole passages) with the index's embedding model."""
+    if config is None or not config.selects or embedding is None:
+        return None
+    model = _embedder(embedding)
+
+    def count(texts: list[str]) -> list[int]:
+        if callable(tokenizer) and not hasattr(tokenizer, "encode"):
+            return [int(tokenizer(t)) for t in texts]
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    return ContextSelector(config, lambda texts: embed_texts(model, texts, embedding), count)
 
 
 def _tokenizer_source(g: GeneratorConfig) -> str:
@@ -168,19 +309,23 @@ class BuildPromptFn(beam.DoFn):
     instance, in ``setup``.
     """
 
-    def __init__(self, generator: GeneratorConfig, prompt: PromptConfig):
+    def __init__(self, generator: GeneratorConfig, prompt: PromptConfig, context: ContextConfig | None = None,
+                 embedding: EmbeddingConfig | None = None):
         self.generator = generator
         self.prompt = prompt
+        self.context = context
+        self.embedding = embedding
 
     def setup(self) -> None:
         tokenizer = load_tokenizer(_tokenizer_source(self.generator), self.generator.cache_dir)
         self._builder = PromptBuilder(self.prompt, tokenizer)
+        self._selector = context_selector(self.context, self.embedding, tokenizer)
 
     def process(self, row: AnswerRow) -> Iterator[Any]:
         if not row.sources:
             yield beam.pvalue.TaggedOutput(ABSTAINED, replace(row, answer=ABSTAIN, model=self.generator.label))
             return
-        prompt, context = prompt_for(self._builder, row, self.generator.label)
+        prompt, context = prompt_for(self._builder, row, self.generator.label, self._selector)
         yield beam.pvalue.TaggedOutput(CONTEXT, (row.id, context))
         yield row.id, prompt
 
@@ -202,9 +347,10 @@ def failed_batch_to_keyed_reasons(failure: tuple[Any, Any]) -> Iterator[tuple[st
         yield key, reason
 
 
-def join_answer(element: tuple[str, dict[str, list[Any]]]) -> Iterator[Any]:
+def join_answer(element: tuple[str, dict[str, list[Any]]], policy: AnswerPolicy = AnswerPolicy()) -> Iterator[Any]:
     """``(id, {context: [row], answer: [PredictionResult], failed: [reason]})`` → the
-    finished row, or a dead letter (with the question's source) if generation failed."""
+    finished row (:func:`finish_answer`), or a dead letter (with the question's source)
+    if generation failed."""
     qid, groups = element
     contexts, answers, failed = list(groups[CONTEXT]), list(groups[ANSWER]), list(groups[FAILED])
     if not contexts:  # every prompt has its context; nothing to write without one
@@ -215,7 +361,8 @@ def join_answer(element: tuple[str, dict[str, list[Any]]]) -> Iterator[Any]:
         yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(row.origin, reason, id=qid, stage="generate",
                                                                excerpt=row.question[:200]))
         return
-    yield replace(row, answer=normalize_answer(str(answers[0].inference or "")))
+    inference = answers[0].inference
+    yield finish_answer(row, inference if isinstance(inference, str) else str(inference or ""), policy)
 
 
 # --------------------------------------------------------------------------- one question, in-process
@@ -224,7 +371,8 @@ def join_answer(element: tuple[str, dict[str, list[Any]]]) -> Iterator[Any]:
 def answer_one(question: str, connection: RedisConnection, record: VersionRecord, *, top_k: int = 5,
                retrieval: str = "dense", min_score: float | None = None, filter: dict[str, Any] | None = None,
                generator: GeneratorConfig | None = None, prompt: PromptConfig | None = None,
-               max_question_chars: int = DEFAULT_MAX_QUESTION_CHARS) -> tuple[AnswerRow, dict[str, float]]:
+               max_question_chars: int = DEFAULT_MAX_QUESTION_CHARS, context: ContextConfig | None = ContextConfig(),
+               policy: AnswerPolicy = AnswerPolicy()) -> tuple[AnswerRow, dict[str, float]]:
     """Answer ``question`` from index version ``record`` with the batch pipeline's parts.
 
     ``generator`` None is retrieval only (``answer`` None). ``min_score`` is the raw
@@ -254,7 +402,7 @@ def answer_one(question: str, connection: RedisConnection, record: VersionRecord
     t2 = time.perf_counter()
     tokenizer = load_tokenizer(_tokenizer_source(generator), generator.cache_dir)
     builder = PromptBuilder(prompt or PromptConfig(), tokenizer)
-    text, row = prompt_for(builder, row, generator.label)
+    text, row = prompt_for(builder, row, generator.label, context_selector(context, embedding, tokenizer))
     answer = generate_batch(load_generator(generator), [text], generator)[0]
     timings["generate"] = (time.perf_counter() - t2) * 1000
-    return replace(row, answer=normalize_answer(answer)), timings
+    return finish_answer(row, answer, policy), timings

@@ -1,7 +1,8 @@
 """Where pipeline results go: the answer rows, their output formats, and the dead letters.
 
 An answer row (:class:`AnswerRow`) has the columns ``id, question, answer, sources,
-model, index``; each source (:class:`Source`) ``chunk_id, doc_id, title, score, text``.
+model, index, answer_generated, answer_span, confidence``; each source (:class:`Source`)
+``chunk_id, doc_id, title, score, text, cited``.
 The CSV header, the Parquet schema and the BigQuery schema are all derived from
 those dataclass fields, so a column is added in one place. Fields marked
 ``internal`` travel with a row inside the pipeline but are never written.
@@ -10,11 +11,11 @@ Every stage routes what it cannot process to the tagged output :data:`DEAD_LETTE
 one :class:`WriteDeadLetters` writes them all as JSON lines and counts them.
 
 Example:
-    >>> row = AnswerRow("q1", "Why?", "Because.", (Source("d#0", "d", "D", 0.5, "t", 0),), "m", "i")
+    >>> row = AnswerRow("q1", "Why?", "Because.", (Source("d#0", "d", "D", 0.5, "t", chunk_index=0),), "m", "i")
     >>> row.to_dict()["sources"]
-    [{'chunk_id': 'd#0', 'doc_id': 'd', 'title': 'D', 'score': 0.5, 'text': 't'}]
+    [{'chunk_id': 'd#0', 'doc_id': 'd', 'title': 'D', 'score': 0.5, 'text': 't', 'cited': False}]
     >>> csv_header()
-    'id,question,answer,sources,model,index'
+    'id,question,answer,sources,model,index,answer_generated,answer_span,confidence'
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Source:
     title: str | None
     score: float
     text: str | None
+    cited: bool = False  # the answer was snapped to a span of this passage (see AnswerRow.answer_span)
     chunk_index: int | None = field(default=None, metadata=_INTERNAL)  # merges adjacent chunks in the prompt
 
     @classmethod
@@ -69,7 +71,7 @@ class Source:
         True
         """
         return cls(hit.get("chunk_id"), hit.get("doc_id"), hit.get("title"), hit.get("score"),  # type: ignore[arg-type]
-                   hit.get("text"), hit.get("chunk_index"))
+                   hit.get("text"), chunk_index=hit.get("chunk_index"))
 
     def to_dict(self) -> dict[str, Any]:
         """The public fields, in column order."""
@@ -77,8 +79,27 @@ class Source:
 
 
 @dataclass(frozen=True)
+class AnswerSpan:
+    """Where the answer is quoted from: ``sources[source].text[start:end] == answer``."""
+
+    source: int
+    start: int
+    end: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "start": self.start, "end": self.end}
+
+
+@dataclass(frozen=True)
 class AnswerRow:
-    """One answered question (``answer`` is None with ``--retrieval-only``)."""
+    """One answered question (``answer`` is None with ``--retrieval-only``).
+
+    ``answer`` is the shortest span of a source that carries the generated answer when
+    the generation is grounded there (``answer_span`` says where, and that source has
+    ``cited``), else the generated text; ``answer_generated`` is the generator's own
+    text, trimmed; ``confidence`` in [0, 1] is what abstention compared with its
+    threshold (None when no generator ran).
+    """
 
     id: str
     question: str
@@ -86,12 +107,18 @@ class AnswerRow:
     sources: tuple[Source, ...]
     model: str | None
     index: str | None
+    answer_generated: str | None = None
+    answer_span: AnswerSpan | None = None
+    confidence: float | None = None
     origin: str = field(default="", metadata=_INTERNAL)  # the question's "path:line", for dead letters
+    context: tuple[Any, ...] = field(default=(), metadata=_INTERNAL)  # rag_core.context.ContextSentence
+    retrieval_similarity: float | None = field(default=None, metadata=_INTERNAL)  # best sentence cosine
 
     def to_dict(self) -> dict[str, Any]:
         """The output columns only, in order (sources with their public fields)."""
         out = {f.name: getattr(self, f.name) for f in _public_fields(AnswerRow)}
         out["sources"] = [s.to_dict() for s in self.sources]
+        out["answer_span"] = self.answer_span.to_dict() if self.answer_span else None
         return out
 
 
@@ -103,7 +130,8 @@ def _public_fields(cls: type) -> list[dataclasses.Field[Any]]:
 
 
 # Python type → (Parquet type name, BigQuery type).
-_SCALARS = {str: ("string", "STRING"), float: ("float64", "FLOAT64"), int: ("int64", "INT64")}
+_SCALARS = {str: ("string", "STRING"), float: ("float64", "FLOAT64"), int: ("int64", "INT64"),
+            bool: ("bool_", "BOOL")}
 
 
 def _columns(cls: type) -> Iterator[tuple[str, Any, bool, bool]]:
@@ -126,7 +154,7 @@ def csv_header() -> str:
 def csv_line(row: Mapping[str, Any]) -> str:
     """A public row (:meth:`AnswerRow.to_dict`) as one CSV line; ``sources`` as JSON."""
     buf = io.StringIO()
-    values = [json.dumps(row[name], ensure_ascii=False) if repeated else row[name]
+    values = [json.dumps(row.get(name), ensure_ascii=False) if repeated or isinstance(row.get(name), dict) else row.get(name)
               for name, _, _, repeated in _columns(AnswerRow)]
     csv.writer(buf, lineterminator="").writerow(["" if v is None else v for v in values])
     return buf.getvalue()

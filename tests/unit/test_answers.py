@@ -8,12 +8,13 @@ import pytest
 from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.pvalue import TaggedOutput
 
-from rag_core.answers import (ABSTAIN, ANSWER, CONTEXT, DEFAULT_MIN_SCORE, FAILED, failed_batch_to_keyed_reasons,
+from rag_core.answers import (ABSTAIN, AnswerPolicy, ANSWER, CONTEXT, DEFAULT_MIN_SCORE, FAILED, failed_batch_to_keyed_reasons,
                               join_answer, normalize_answer, prompt_for, resolve_min_score, retrieved_row,
                               to_passages)
 from rag_core.enrichment import ENRICHMENT_KEY, RETRIEVAL_KEY
 from rag_core.prompt import PromptBuilder, PromptConfig
-from rag_core.sinks import DEAD_LETTER, AnswerRow, Source
+from rag_core.sinks import DEAD_LETTER, AnswerRow, AnswerSpan, Source
+from rag_core.errors import ConfigError
 from rag_core.types import Chunk, Content
 
 HITS = [{"chunk_id": "d#0", "doc_id": "d", "title": "D", "score": 0.9, "text": "Alpha.", "chunk_index": 0},
@@ -52,9 +53,9 @@ class TestRows:
         row = retrieved_row(enriched(HITS))
         assert (row.id, row.question, row.answer, row.model, row.index, row.origin) == (
             "q1", "Why?", None, None, "kb__v1", "f:3")
-        assert row.sources[1] == Source("e#2", "e", None, 0.4, "Beta.", 2)
+        assert row.sources[1] == Source("e#2", "e", None, 0.4, "Beta.", chunk_index=2)
         assert row.to_dict()["sources"][0] == {"chunk_id": "d#0", "doc_id": "d", "title": "D", "score": 0.9,
-                                               "text": "Alpha."}
+                                               "text": "Alpha.", "cited": False}
 
     def test_no_hits(self) -> None:
         assert retrieved_row(enriched([])).sources == ()
@@ -79,8 +80,10 @@ class TestJoinAnswer:
 
     def test_answer_is_normalized(self) -> None:
         [row] = join_answer(("q1", {CONTEXT: [self.ROW], ANSWER: [PredictionResult("p", "Alpha.\n\nI don't know")],
-                                     FAILED: []}))
-        assert isinstance(row, AnswerRow) and row.answer == "Alpha." and row.sources == self.ROW.sources
+                                     FAILED: []}), AnswerPolicy(abstain_below=0.0))
+        assert isinstance(row, AnswerRow) and row.answer_generated == "Alpha."
+        assert row.answer == "Alpha" and row.answer_span == AnswerSpan(0, 0, 5)  # the quoted span
+        assert [s.chunk_id for s in row.sources] == ["d#0"] and row.sources[0].cited
 
     def test_failed_generation_is_a_dead_letter_with_the_question_source(self) -> None:
         [out] = join_answer(("q1", {CONTEXT: [self.ROW], ANSWER: [], FAILED: ["generation failed: X"]}))
@@ -100,3 +103,83 @@ class TestJoinAnswer:
 
 def test_abstain_is_the_exact_phrase() -> None:
     assert ABSTAIN == "I don't know"
+
+
+# --------------------------------------------------------------------------- grounding and abstention
+
+from rag_core.answers import confidence, finish_answer  # noqa: E402
+from rag_core.context import ContextSentence  # noqa: E402
+from rag_core.generation import GeneratedText  # noqa: E402
+
+TOWER = "The Eiffel Tower is in Paris. It was completed in 1889 for the World's Fair."
+MARS = "Mars is the fourth planet. Its surface is red because of iron oxide."
+NEVER = AnswerPolicy(abstain_below=0.0)
+
+
+def _row(question: str, context: tuple = (), similarity: float | None = 0.8) -> AnswerRow:
+    sources = (Source("t#0", "t", "Tower", 0.9, TOWER, chunk_index=0), Source("m#0", "m", "Mars", 0.4, MARS,
+                                                                              chunk_index=0))
+    return AnswerRow("q", question, None, sources, "m", "i", context=context, retrieval_similarity=similarity)
+
+
+class TestFinishAnswer:
+    def test_generated_sentence_snaps_to_the_quoted_span_with_offsets_and_citation(self) -> None:
+        done = finish_answer(_row("When was the Eiffel Tower completed?"),
+                             GeneratedText("The Eiffel Tower was completed in 1889. It is tall.", -0.2), NEVER)
+        assert done.answer == "1889"
+        assert done.answer_generated == "The Eiffel Tower was completed in 1889."
+        span = done.answer_span
+        assert span == AnswerSpan(0, TOWER.index("1889"), TOWER.index("1889") + 4)
+        assert done.sources[span.source].text[span.start:span.end] == done.answer
+        assert [s.cited for s in done.sources] == [True, False]
+        assert 0.0 <= done.confidence <= 1.0
+
+    def test_offsets_map_through_selected_sentences(self) -> None:
+        start = MARS.index("Its")
+        context = (ContextSentence(1, start, len(MARS), MARS[start:]),)
+        done = finish_answer(_row("Why is the surface of Mars red?", context),
+                             GeneratedText("because of iron oxide"), NEVER)
+        assert done.answer == "because of iron oxide" and done.answer_span.source == 1
+        assert MARS[done.answer_span.start:done.answer_span.end] == "because of iron oxide"
+
+    def test_an_answer_not_in_the_context_is_kept_ungrounded(self) -> None:
+        done = finish_answer(_row("Who painted it?"), GeneratedText("Claude Monet painted it."), NEVER)
+        assert done.answer == "Claude Monet painted it." and done.answer_span is None
+        assert not any(s.cited for s in done.sources)
+
+    def test_repetition_and_extra_sentences_are_trimmed(self) -> None:
+        done = finish_answer(_row("Where is it?", similarity=None),
+                             "It is in Paris, which is in Paris, which is in Paris, which is", NEVER)
+        assert "which is in Paris, which" not in done.answer_generated
+
+    def test_low_confidence_abstains_and_keeps_the_generation(self) -> None:
+        done = finish_answer(_row("When was the Eiffel Tower completed?", similarity=0.1),
+                             GeneratedText("in 1889", mean_logprob=-2.0), AnswerPolicy(abstain_below=0.45))
+        assert done.answer == "I don't know" and done.answer_generated == "in 1889"
+        assert done.answer_span is None and done.confidence < 0.45
+
+    def test_the_generator_saying_it_does_not_know_is_an_abstention(self) -> None:
+        done = finish_answer(_row("Who?"), GeneratedText("I don't know."), NEVER)
+        assert done.answer == "I don't know" and done.answer_span is None
+
+    def test_grounding_can_be_turned_off(self) -> None:
+        done = finish_answer(_row("When was the Eiffel Tower completed?"), "It was completed in 1889.",
+                             AnswerPolicy(ground=False, abstain_below=0.0))
+        assert done.answer == "It was completed in 1889." and done.answer_span is None
+
+
+class TestConfidence:
+    def test_rises_with_each_signal(self) -> None:
+        base = confidence(0.5, -1.0, 0.5)
+        assert confidence(0.8, -1.0, 0.5) > base
+        assert confidence(0.5, -0.2, 0.5) > base
+        assert confidence(0.5, -1.0, 1.0) > base
+
+    def test_missing_signals_are_neutral_and_bounded(self) -> None:
+        assert 0.0 < confidence(None, None, 0.0) < 1.0
+        assert confidence(0.5, float("-inf"), 0.0) == confidence(0.5, None, 0.0)
+
+    @pytest.mark.parametrize("kwargs", [{"min_grounding": 1.5}, {"abstain_below": -0.1}])
+    def test_invalid_policy(self, kwargs: dict) -> None:
+        with pytest.raises(ConfigError):
+            AnswerPolicy(**kwargs)

@@ -10,11 +10,11 @@ import json
 import pytest
 
 from rag_core.errors import ConfigError
-from rag_core.sinks import (AnswerRow, Source, WriteAnswers, bigquery_schema, csv_header, csv_line,
+from rag_core.sinks import (AnswerSpan, AnswerRow, Source, WriteAnswers, bigquery_schema, csv_header, csv_line,
                             home_dead_letter_path, parquet_schema)
 
-COLUMNS = ["id", "question", "answer", "sources", "model", "index"]
-SOURCE_COLUMNS = ["chunk_id", "doc_id", "title", "score", "text"]
+COLUMNS = ["id", "question", "answer", "sources", "model", "index", "answer_generated", "answer_span", "confidence"]
+SOURCE_COLUMNS = ["chunk_id", "doc_id", "title", "score", "text", "cited"]
 
 
 def test_csv_line_quotes_and_encodes_sources() -> None:
@@ -37,13 +37,13 @@ class TestSchemas:
         assert csv_header().split(",") == COLUMNS
         assert parquet_schema().names == COLUMNS
         assert [f["name"] for f in bigquery_schema()["fields"]] == COLUMNS
-        row = AnswerRow("q", "Why?", None, (Source("d#0", "d", None, 0.5, None, 3),), None, None, origin="f:1")
+        row = AnswerRow("q", "Why?", None, (Source("d#0", "d", None, 0.5, None, chunk_index=3),), None, None, origin="f:1")
         assert list(row.to_dict()) == COLUMNS and list(row.to_dict()["sources"][0]) == SOURCE_COLUMNS
 
     def test_internal_fields_are_never_written(self) -> None:
         internal = {f.name for cls in (AnswerRow, Source) for f in dataclasses.fields(cls)
                     if f.metadata.get("internal")}
-        assert internal == {"origin", "chunk_index"}
+        assert internal == {"origin", "chunk_index", "context", "retrieval_similarity"}
         sources = bigquery_schema()["fields"][3]
         assert [f["name"] for f in sources["fields"]] == SOURCE_COLUMNS
 
@@ -65,7 +65,8 @@ class TestSchemas:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        row = AnswerRow("q", "Why?", "A.", (Source("d#0", "d", "T", 0.5, "x", 0),), "m", "i").to_dict()
+        row = AnswerRow("q", "Why?", "A.", (Source("d#0", "d", "T", 0.5, "xA.", True, 0),), "m", "i",
+                        answer_generated="It is A.", answer_span=AnswerSpan(0, 1, 3), confidence=0.7).to_dict()
         pq.write_table(pa.Table.from_pylist([row], schema=parquet_schema()), tmp_path / "a.parquet")
         assert pq.read_table(tmp_path / "a.parquet").to_pylist() == [row]
 
