@@ -176,8 +176,8 @@ class TestTinyT5:
                         equal_to(expected), label="Folder")
             assert_that(state | "PairS" >> beam.Map(lambda r: (r.example, r.inference)),
                         equal_to(expected), label="StateDict")
-            assert_that(folder | "Types" >> beam.Map(lambda r: type(r).__name__ + "/" + type(r.inference).__name__),
-                        equal_to(["PredictionResult/str"] * len(T5_PROMPTS)), label="Types")
+            assert_that(folder | "Types" >> beam.Map(lambda r: (type(r).__name__, isinstance(r.inference, str))),
+                        equal_to([("PredictionResult", True)] * len(T5_PROMPTS)), label="Types")
 
         lines = load_log.read_text().splitlines()
         # One load per model for the whole multi-process pipeline (large_model shares it),
@@ -198,3 +198,96 @@ class TestTinyT5:
                    | beam.Map(lambda r: (r.example, r.inference)))
             assert_that(out, equal_to(expected))
 
+
+
+# --------------------------------------------------------------------------- backends
+
+LLAMA_CORPUS = [
+    "The Eiffel Tower is in Paris. It was completed in 1889.",
+    "Mars is the fourth planet from the Sun. Its surface is red because of iron oxide.",
+    "Beam pipelines batch elements before inference. Redis stores the vectors.",
+    "Question: Where is the tower? Answer: Paris.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer Llama with a BPE tokenizer trained here, saved as a folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(LLAMA_CORPUS * 4, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "</s>", "<s>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", bos_token="<s>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=128, pad_token_id=0, eos_token_id=1, bos_token_id=2)).eval()
+    folder = tmp_path_factory.mktemp("tiny_llama") / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _quantized_linears(model: object) -> int:
+    return sum(1 for m in model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized"))  # type: ignore[attr-defined]
+
+
+class TestBackends:
+    @pytest.mark.parametrize("kind", ["t5", "llama"])
+    def test_each_backend_runs_through_runinference_with_one_model_per_machine(
+        self, kind: str, tiny_t5, tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        folder = str(tiny_t5.folder if kind == "t5" else tiny_llama)
+        configs = {b: _t5_config(model=folder, backend=b) for b in ("torch", "torch-int8")}
+        expected = {b: list(zip(T5_PROMPTS, generate_batch(load_generator(c), T5_PROMPTS)))
+                    for b, c in configs.items()}
+        load_log = tmp_path / "loads.txt"
+        monkeypatch.setenv(LOAD_LOG_ENV, str(load_log))
+        options = PipelineOptions([], direct_running_mode="multi_processing", direct_num_workers=2)
+        with beam.Pipeline("DirectRunner", options=options) as p:
+            prompts = p | beam.Create(T5_PROMPTS)
+            for backend, config in configs.items():
+                out = prompts | f"Gen-{backend}" >> RunInference(GeneratorModelHandler(config))
+                assert_that(out | f"Pair-{backend}" >> beam.Map(lambda r: (r.example, str(r.inference))),
+                            equal_to(expected[backend]), label=f"Same-{backend}")
+                assert_that(out | f"Conf-{backend}" >> beam.Map(
+                    lambda r: r.inference == "" or r.inference.mean_logprob is not None),
+                    equal_to([True] * len(T5_PROMPTS)), label=f"Confidence-{backend}")
+        lines = load_log.read_text().splitlines()
+        assert len(lines) == 2  # large_model: one load per model for the whole 2-process pipeline
+
+    def test_int8_quantizes_every_linear_but_the_output_head(self, tiny_llama: Path) -> None:
+        fp32 = load_generator(GeneratorConfig(model=str(tiny_llama), backend="torch", large_model=False))
+        int8 = load_generator(GeneratorConfig(model=str(tiny_llama), backend="torch-int8", large_model=False))
+        assert _quantized_linears(fp32.model) == 0
+        assert _quantized_linears(int8.model) == 2 * 7  # q, k, v, o, gate, up, down per layer
+        assert type(int8.model.get_output_embeddings()).__name__ == "Linear"
+
+    def test_int8_needs_the_cpu(self) -> None:
+        with pytest.raises(ConfigError, match="CPU only"):
+            GeneratorConfig(backend="torch-int8", device="cuda")
+        with pytest.raises(ConfigError, match="backend must be one of"):
+            GeneratorConfig(backend="onnx")
+
+    def test_generated_text_pickles_with_its_confidence(self) -> None:
+        from rag_core.generation import GeneratedText
+
+        text = pickle.loads(pickle.dumps(GeneratedText("Paris.", -0.5, 3, "sentence")))
+        assert (text, text.mean_logprob, text.n_tokens, text.stop_reason) == ("Paris.", -0.5, 3, "sentence")
+
+    def test_answers_stop_at_the_first_sentence_or_a_repeat(self, tiny_llama: Path) -> None:
+        free = load_generator(GeneratorConfig(model=str(tiny_llama), backend="torch", max_new_tokens=40,
+                                              stop_at_sentence=False, repeat_ngram=None, large_model=False))
+        stopped = load_generator(GeneratorConfig(model=str(tiny_llama), backend="torch", max_new_tokens=40,
+                                                 large_model=False))
+        long = generate_batch(free, T5_PROMPTS)
+        short = generate_batch(stopped, T5_PROMPTS)
+        assert all(s.n_tokens <= f.n_tokens for s, f in zip(short, long))
+        assert all(s.stop_reason in ("sentence", "repeat", "eos", None) for s in short)
+        assert sum(s.n_tokens for s in short) < sum(f.n_tokens for f in long)
