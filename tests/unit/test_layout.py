@@ -179,3 +179,10 @@ def test_importing_every_module_has_no_side_effects(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.splitlines()[-1]) == {"env": [], "threads": []}
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["home"]
+
+
+def test_test_file_names_are_unique() -> None:
+    """pytest's default import mode keys test modules by basename: a unit and an integration file
+    with the same name would not both be collected (hence ``test_enrichment_redis.py``)."""
+    names = [p.name for p in sorted((REPO / "tests").rglob("test_*.py"))]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -18,11 +18,9 @@ from apache_beam.transforms.enrichment import Enrichment
 from pipelines import ingest
 from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer
 from rag_core.enrichment import (
-    ENRICHMENT_KEY, RETRIEVAL_KEY, HybridSearchParameters, OnUnavailable, RedisVectorSearchHandler, RetrievalMode,
-    VectorSearchParameters, join_hits, search_parameters,
+    ENRICHMENT_KEY, RETRIEVAL_KEY, OnUnavailable, RedisVectorSearchHandler, VectorSearchParameters, join_hits,
 )
 from rag_core.errors import ConfigError, IndexNotFoundError, ModelMismatchError, RedisUnavailableError
-from rag_core.hybrid import HybridConfig
 from rag_core.retry import RetryPolicy
 from rag_core.store.catalog import IndexCatalog, VersionRecord
 from rag_core.store.connection import RedisConnection
@@ -267,34 +265,6 @@ class TestRefusals:
     def test_unknown_index(self, redis_conn) -> None:
         with pytest.raises(IndexNotFoundError, match="does not exist"):
             RedisVectorSearchHandler(redis_conn, VectorSearchParameters("t_no_such_index")).__enter__()
-
-    @pytest.mark.parametrize("kwargs, match", [
-        ({"top_k": 0}, "top_k"), ({"top_k": 5000}, "top_k"), ({"top_k": True}, "top_k"),
-        ({"score_threshold": float("nan")}, "score_threshold"), ({"ef_runtime": 0}, "ef_runtime"),
-        ({"index": "bad name"}, "Invalid index name"), ({"index": "docs__vbad"}, "Invalid index version"),
-    ])
-    def test_invalid_search_parameters(self, kwargs: dict[str, Any], match: str) -> None:
-        with pytest.raises(ConfigError, match=match):
-            VectorSearchParameters(**{"index": "docs", **kwargs})
-
-    @pytest.mark.parametrize("kwargs, match", [
-        ({"max_batch_size": 0}, "max_batch_size"), ({"min_batch_size": 4, "max_batch_size": 2}, "max_batch_size"),
-        ({"on_unavailable": "ignore"}, "on_unavailable"), ({"circuit_open_s": -1.0}, "circuit_open_s"),
-        ({"reindex_wait_s": float("inf")}, "reindex_wait_s"), ({"retry": 3}, "retry"),
-    ])
-    def test_invalid_handler_settings(self, redis_conn, kwargs: dict[str, Any], match: str) -> None:
-        with pytest.raises(ConfigError, match=match):
-            RedisVectorSearchHandler(redis_conn, VectorSearchParameters("docs"), **kwargs)
-
-    def test_retrieval_modes(self) -> None:
-        vector = VectorSearchParameters("docs", top_k=3)
-        assert search_parameters(RetrievalMode.DENSE, vector) is vector
-        hybrid = search_parameters("hybrid", vector, HybridConfig(candidates=7))
-        assert hybrid == HybridSearchParameters(vector, HybridConfig(candidates=7))
-        assert hybrid.mode is RetrievalMode.HYBRID and hybrid.vector is vector
-        assert [m.value for m in RetrievalMode] == ["dense", "hybrid"]
-        with pytest.raises(ConfigError, match="retrieval must be one of dense, hybrid, got 'sparse'"):
-            search_parameters("sparse", vector)
 
     def test_batching_and_cache_key(self, handler, embedder) -> None:
         assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 32}
