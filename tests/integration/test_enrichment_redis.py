@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -15,28 +13,16 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.enrichment import Enrichment
 
-from pipelines import ingest
 from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer
 from rag_core.enrichment import (
     ENRICHMENT_KEY, RETRIEVAL_KEY, OnUnavailable, RedisVectorSearchHandler, VectorSearchParameters, join_hits,
 )
 from rag_core.errors import ConfigError, IndexNotFoundError, ModelMismatchError, RedisUnavailableError
 from rag_core.retry import RetryPolicy
-from rag_core.store.catalog import IndexCatalog, VersionRecord
+from rag_core.store.catalog import VersionRecord
 from rag_core.store.connection import RedisConnection
 from rag_core.store.schema import IndexLayout
 from rag_core.types import Chunk, Content, Embedding
-
-FACTS = [
-    {"id": "zorb", "title": "Zorbania", "text": "The capital of Zorbania is Quillport, a harbour city.",
-     "metadata": {"region": "north", "year": 2001}},
-    {"id": "bees", "title": "Bees", "text": "Honey bees communicate the location of flowers with a waggle dance.",
-     "metadata": {"region": "south", "year": 1999}},
-    {"id": "rust", "title": "Iron", "text": "Iron rusts when it reacts with oxygen and water over time.",
-     "metadata": {"region": "north", "year": 2010}},
-    {"id": "tides", "title": "Tides", "text": "Ocean tides are caused mainly by the gravitational pull of the Moon.",
-     "metadata": {"region": "west", "year": 1985}},
-]
 
 # Tag values that change a RediSearch query if any character is not escaped, plus
 # whitespace, unicode and case variants. Each is stored on exactly one document.
@@ -54,32 +40,14 @@ def _filler(i: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rows: list[dict[str, Any]] = list(FACTS)
+def alias(build_index: Any, facts: list[dict[str, Any]]) -> str:
+    """The shared facts, plus one document per hostile tag value and per hostile id."""
+    rows: list[dict[str, Any]] = list(facts)
     rows += [{"id": f"h{i}", "title": f"Hostile {i}", "text": _filler(i), "metadata": {"label": v, "rank": i}}
              for i, v in enumerate(HOSTILE)]
     rows += [{"id": d, "title": "Odd id", "text": f"A document with an unusual id {n}."}
              for n, d in enumerate(HOSTILE_DOC_IDS)]
-    path = tmp_path_factory.mktemp("enrichment") / "docs.jsonl"
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def alias(redis_url: str, corpus: Path) -> str:
-    name = f"t_enrich_{int(time.time() * 1000) % 10**9}"
-    summary = ingest.run(["--input", str(corpus), "--index", name, "--redis-url", redis_url])
-    assert summary["documents_indexed"] == len(FACTS) + len(HOSTILE) + len(HOSTILE_DOC_IDS)
-    return name
-
-
-@pytest.fixture(scope="module")
-def record(redis_conn: RedisConnection, alias: str) -> VersionRecord:
-    client = redis_conn.client()
-    try:
-        return IndexCatalog(client, alias).current()
-    finally:
-        client.close()
+    return build_index(f"t_enrich_{int(time.time() * 1000) % 10**9}", rows)
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +94,8 @@ class TestRetrieval:
         assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
         assert len(hits) == 3
 
-    def test_score_is_cosine_similarity(self, handler, embedder, record) -> None:
-        text = FACTS[1]["text"]
+    def test_score_is_cosine_similarity(self, handler, embedder, record, facts) -> None:
+        text = facts[1]["text"]
         hits = hits_of(handler, question(embedder, text))
         # The question is the chunk's own text: similarity ~1 (the stored title is not embedded).
         assert hits[0]["doc_id"] == "bees" and hits[0]["score"] > 0.6

@@ -186,3 +186,15 @@ def test_test_file_names_are_unique() -> None:
     with the same name would not both be collected (hence ``test_enrichment_redis.py``)."""
     names = [p.name for p in sorted((REPO / "tests").rglob("test_*.py"))]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_every_module_is_in_the_documented_layout() -> None:
+    """CONTRIBUTING.md's layout and the README's code-layout table name every module."""
+    contributing = (REPO / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    layout = contributing[contributing.index("## Layout"):contributing.index("## Rules")]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| path | job |"):readme.index("## How a rebuild stays safe")]
+    files = sorted(p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py") if p.name != "__init__.py")
+    for doc, text in (("CONTRIBUTING.md", layout), ("README.md", table)):
+        missing = [str(p.relative_to(REPO)) for p in files if f"{p.name}`" not in text and f"{p.name}," not in text]
+        assert missing == [], f"{doc} does not list {missing}"
