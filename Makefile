@@ -42,7 +42,7 @@ test-unit: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,4 +1,8 @@
-"""Generator models for the integration tests: real, small, built or converted offline.
+"""The integration tests' shared corpus, and their generator models (real, small, built or converted offline).
+
+- ``facts``: the shared test corpus, four short documents (one chunk each) with tag and
+  numeric metadata; ``build_index`` builds rows like these into an index with the real
+  ingest pipeline. Tests that need more documents add their own rows to the facts.
 
 - ``smollm2_generator``: SmolLM2-135M-Instruct from the packaged GGUF, via the
   converted cache (the first run on a machine converts it, about 20-30 s).
@@ -8,15 +12,66 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pytest
 
+from rag_core.store.catalog import IndexCatalog, VersionRecord
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+_FACTS = (
+    {"id": "zorb", "title": "Zorbania", "text": "The capital of Zorbania is Quillport, a harbour city.",
+     "metadata": {"region": "north", "year": 2001}},
+    {"id": "bees", "title": "Bees", "text": "Honey bees communicate the location of flowers with a waggle dance.",
+     "metadata": {"region": "south", "year": 1999}},
+    {"id": "rust", "title": "Iron", "text": "Iron rusts when it reacts with oxygen and water over time.",
+     "metadata": {"region": "north", "year": 2010}},
+    {"id": "tides", "title": "Tides", "text": "Ocean tides are caused mainly by the gravitational pull of the Moon.",
+     "metadata": {"region": "west", "year": 1985}},
+)
+
+
+@pytest.fixture(scope="session")
+def facts() -> list[dict[str, Any]]:
+    """The shared test corpus: one fact per document, ids ``zorb``, ``bees``, ``rust``, ``tides``.
+
+    Session-wide, so treat it as read-only: add rows with ``facts + [...]``.
+    """
+    return copy.deepcopy(list(_FACTS))
+
+
+@pytest.fixture(scope="session")
+def build_index(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
+    """``build_index(name, rows, *flags)``: ``rows`` built into index ``name`` by the real ingest
+    pipeline (every row indexed), returning ``name``."""
+    from pipelines import ingest
+
+    def build(name: str, rows: Sequence[Mapping[str, Any]], *flags: str) -> str:
+        path = tmp_path_factory.mktemp(name) / "docs.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        summary = ingest.run(["--input", str(path), "--index", name, "--redis-url", redis_url, *flags])
+        assert summary["documents_indexed"] == len(rows), summary
+        return name
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def record(redis_conn: Any, alias: str) -> VersionRecord:
+    """The version the module's ``alias`` index serves (for modules that define an ``alias`` fixture)."""
+    client = redis_conn.client()
+    try:
+        return IndexCatalog(client, alias).current()
+    finally:
+        client.close()
+
 
 # A small, varied English text: every letter appears, so the tokenizer can spell anything.
 _CORPUS = [

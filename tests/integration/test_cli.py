@@ -6,26 +6,15 @@ import json
 
 import pytest
 
-from pipelines import cli, ingest
-
-DOCS = [
-    {"id": "zorb", "title": "Zorbania", "text": "The capital of Zorbania is Quillport, a harbour city on the coast."},
-    {"id": "bees", "title": "Bees", "text": "Honey bees communicate the location of flowers with a waggle dance."},
-    {"id": "tides", "title": "Tides", "text": "Ocean tides are caused mainly by the gravitational pull of the Moon."},
-]
-
+from pipelines import cli
 
 @pytest.fixture(scope="module")
-def kb(tmp_path_factory, redis_url):
-    path = tmp_path_factory.mktemp("cli") / "docs.jsonl"
-    path.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
-    name = "t_cli_kb"
-    ingest.run(["--input", str(path), "--index", name, "--redis-url", redis_url])
-    return name, path
+def kb(build_index, facts):
+    return build_index("t_cli_kb", facts)
 
 
 def test_ask_answers_with_sources(kb, redis_url, capsys):
-    name, _ = kb
+    name = kb
     code = cli.main(["ask", "What is the capital of Zorbania?", "--index", name, "--redis-url", redis_url,
                      "--max-new-tokens", "24"])
     out = capsys.readouterr().out
@@ -35,7 +24,7 @@ def test_ask_answers_with_sources(kb, redis_url, capsys):
 
 
 def test_ask_json_retrieval_only_and_abstains_off_topic(kb, redis_url, capsys):
-    name, _ = kb
+    name = kb
     assert cli.main(["ask", "Why do bees dance?", "--index", name, "--redis-url", redis_url,
                      "--retrieval-only", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
@@ -46,14 +35,14 @@ def test_ask_json_retrieval_only_and_abstains_off_topic(kb, redis_url, capsys):
     assert row["answer"] == "I don't know" and row["sources"] == []
 
 
-def test_index_info_list_rollback_drop(kb, tmp_path, redis_url, capsys):
-    name, path = kb
+def test_index_info_list_rollback_drop(kb, build_index, facts, redis_url, capsys):
+    name = kb
     assert cli.main(["index", "info", name, "--redis-url", redis_url]) == 0
     first = json.loads(capsys.readouterr().out)
-    assert {"alias", "index", "num_docs", "versions"} <= set(first) and first["num_docs"] == 3
+    assert {"alias", "index", "num_docs", "versions"} <= set(first) and first["num_docs"] == len(facts)
     copy = "t_cli_copy"
-    ingest.run(["--input", str(path), "--index", copy, "--redis-url", redis_url])
-    ingest.run(["--input", str(path), "--index", copy, "--redis-url", redis_url])
+    build_index(copy, facts)
+    build_index(copy, facts)  # a second version, so there is one to roll back to
     assert cli.main(["index", "list", "--redis-url", redis_url]) == 0
     assert {name, copy} <= {row["alias"] for row in json.loads(capsys.readouterr().out)}
     assert cli.main(["index", "info", copy, "--redis-url", redis_url]) == 0

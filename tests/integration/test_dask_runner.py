@@ -25,11 +25,8 @@ from rag_core.types import DeadLetter
 
 DASK_RUNNER = "pipelines.dask_runner.DaskRunner"
 
-DOCS = [
-    {"id": "zorb", "title": "Zorbania", "text": "The capital of Zorbania is Quillport, a harbour city."},
-    {"id": "bees", "title": "Bees", "text": "Honey bees communicate the location of flowers with a waggle dance."},
-    {"id": "rust", "title": "Iron", "text": "Iron rusts when it reacts with oxygen and water over time."},
-    {"id": "tides", "title": "Tides", "text": "Ocean tides are caused mainly by the gravitational pull of the Moon."},
+# Added to the shared facts, so each of the two workers gets several documents.
+MORE_DOCS = [
     {"id": "volc", "title": "Volcanoes", "text": "Magma that reaches the surface of the Earth is called lava."},
     {"id": "owls", "title": "Owls", "text": "Owls hunt at night and can turn their heads about 270 degrees."},
 ]
@@ -106,11 +103,13 @@ def test_runner_keeps_outputs_apart_and_runs_every_branch(tmp_path, cluster):
 
 
 @pytest.mark.slow
-def test_knowledge_base_build_on_two_dask_workers(tmp_path, cluster, client, redis_url, redis_client, index_name):
+def test_knowledge_base_build_on_two_dask_workers(tmp_path, cluster, client, redis_url, redis_client, index_name,
+                                                  facts):
     from dask.distributed import get_task_stream
 
+    docs = facts + MORE_DOCS
     corpus = tmp_path / "docs.jsonl"
-    lines = [json.dumps(d) for d in DOCS]
+    lines = [json.dumps(d) for d in docs]
     lines.insert(2, '{"id": "broken", "text": ')  # malformed: a dead letter
     lines.append(json.dumps({"id": "owls", "title": "Owls", "text": "Owls are silent fliers that hunt at night."}))
     corpus.write_text("\n".join(lines) + "\n")
@@ -124,7 +123,7 @@ def test_knowledge_base_build_on_two_dask_workers(tmp_path, cluster, client, red
     assert summary["index"] == index_name and summary["mode"] == "rebuild"
     info = IndexCatalog(redis_client, index_name).info()
     assert info["version"] in summary["version"]
-    assert info["num_docs"] == len(DOCS) and info["documents"] == len(DOCS)  # one chunk per short doc
+    assert info["num_docs"] == len(docs) and info["documents"] == len(docs)  # one chunk per short doc
     assert [v["state"] for v in info["versions"]] == ["ready"]
 
     # The later "owls" record won the dedupe; the malformed line and the loser are dead letters.

@@ -10,7 +10,6 @@ from typing import Any, Iterator
 
 import pytest
 
-from pipelines import ingest
 from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer
 from rag_core.enrichment import HybridSearchParameters, RedisVectorSearchHandler, VectorSearchParameters
 from rag_core.hybrid import FusionConfig, HybridConfig
@@ -23,28 +22,23 @@ HOSTILE = [
     "ismissing(@title)", "@chunk_index:[-inf +inf]", "w'o\"r`d", "x\ty\nz", "' OR 1=1 --", "日本語 😀", "\u200b",
 ]
 
-DOCS = [
+# Added to the shared facts: two documents about pumps, one with an exact part number.
+PUMPS = [
     {"id": "valve", "title": "Pump maintenance", "text": "Part QX7719 is the replacement valve for the pump.",
      "metadata": {"region": "north"}},
-    {"id": "bees", "title": "Bees", "text": "Honey bees communicate the location of flowers with a waggle dance.",
-     "metadata": {"region": "south"}},
-    {"id": "rust", "title": "Iron", "text": "Iron rusts when it reacts with oxygen and water over time.",
-     "metadata": {"region": "north"}},
-    {"id": "tides", "title": "Tides", "text": "Ocean tides are caused mainly by the gravitational pull of the Moon.",
-     "metadata": {"region": "west"}},
     {"id": "pumps", "title": "Pumps", "text": "Centrifugal pumps move water by converting rotation into flow.",
      "metadata": {"region": "south"}},
 ]
 
 
 @pytest.fixture(scope="module")
-def alias(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("hybrid") / "docs.jsonl"
-    path.write_text("".join(json.dumps(d) + "\n" for d in DOCS), encoding="utf-8")
-    name = f"t_hybrid_{int(time.time() * 1000) % 10**9}"
-    summary = ingest.run(["--input", str(path), "--index", name, "--redis-url", redis_url])
-    assert summary["documents_indexed"] == len(DOCS)
-    return name
+def docs(facts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return facts + PUMPS
+
+
+@pytest.fixture(scope="module")
+def alias(build_index: Any, docs: list[dict[str, Any]]) -> str:
+    return build_index(f"t_hybrid_{int(time.time() * 1000) % 10**9}", docs)
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +93,14 @@ class TestHybridHandler:
         assert all(h["text_score"] is None for h in pairs[2][1]["hits"])  # dense only
 
     @pytest.mark.parametrize("text", HOSTILE)
-    def test_hostile_question_text_is_only_words(self, handler, embed, text: str) -> None:
+    def test_hostile_question_text_is_only_words(self, handler, embed, docs, text: str) -> None:
         _, response = handler(_question(embed, text))
         # Dense always answers; full-text matches only where the question's words occur.
         assert 1 <= len(response["hits"]) <= 5
         words = {w.lower() for w in text.replace("_", " ").split()}
         for hit in response["hits"]:
             if hit["text_score"] is not None:
-                doc = next(d for d in DOCS if d["id"] == hit["doc_id"])
+                doc = next(d for d in docs if d["id"] == hit["doc_id"])
                 assert any(w.strip("'\"(){}[]|*%~-$@:;=>") in (doc["title"] + " " + doc["text"]).lower()
                            for w in words if w.strip("'\"(){}[]|*%~-$@:;=>"))
 

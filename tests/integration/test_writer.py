@@ -13,7 +13,7 @@ from apache_beam.ml.rag.ingestion.base import VectorDatabaseWriteConfig, VectorD
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from rag_core.ingestion import MergeSummaries, RedisVectorWriterConfig, WriteMode, WriteSummary
+from rag_core.ingestion import MergeSummaries, RedisVectorWriterConfig, WriteMode
 from rag_core.retry import RetryPolicy
 from rag_core.store.connection import RedisConnection
 from rag_core.types import Chunk, ChunkMeta, Content, Embedding
@@ -119,8 +119,3 @@ class TestVectorDatabaseWriteTransform:
             pipeline = BeamTestPipeline()
             _ = pipeline | beam.Create(chunks("alpha", 1)) | VectorDatabaseWriteTransform(config)
             pipeline.run().wait_until_finish()
-
-
-def test_write_summary_merges_field_kinds() -> None:
-    merged = WriteSummary(1, 1, 10, {"year": "numeric"}).merge(WriteSummary(2, 1, 5, {"year": "tag"}))
-    assert merged == WriteSummary(3, 2, 15, {"year": "tag"})

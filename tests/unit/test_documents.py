@@ -1,8 +1,14 @@
+"""rag_core.documents: one record, line or file → a Document or a dead letter, hostile input included."""
+
+from __future__ import annotations
+
 import json
 
 import pytest
 
-from rag_core.documents import FieldMap, document_from_file, document_from_json_line, document_from_record
+from rag_core.documents import (
+    MAX_METADATA_KEYS, FieldMap, document_from_file, document_from_json_line, document_from_record,
+)
 from rag_core.types import DeadLetter, Document
 
 
@@ -77,3 +83,24 @@ class TestRecordAndFile:
     def test_dead_letter_round_trips_as_json(self):
         dl = DeadLetter("f:1", "why", id="x")
         assert DeadLetter.from_json(dl.to_json()) == dl
+
+
+class TestHostileDocuments:
+    def test_bom_is_not_content(self) -> None:
+        doc = document_from_json_line(b'\xef\xbb\xbf{"id": "a", "text": "t"}', "s")
+        assert isinstance(doc, Document) and doc.id == "a"
+
+    @pytest.mark.parametrize("record, reason", [
+        ({"id": "\x00\x01", "text": "t"}, "empty once control characters are removed"),
+        ({"id": "a", "text": "t", "metadata": {"n": 10**400}}, "out of range"),
+        ({"id": "a", "text": "t", "metadata": {f"k{i}": i for i in range(MAX_METADATA_KEYS + 1)}},
+         "too many metadata keys"),
+        ({"id": "a", "text": "t", "metadata": {"region\n": "x"}}, "is not allowed"),
+    ])
+    def test_dead_lettered(self, record: dict, reason: str) -> None:
+        result = document_from_record(record, "s")
+        assert isinstance(result, DeadLetter) and reason in result.reason
+
+    def test_big_but_finite_numbers_are_kept(self) -> None:
+        result = document_from_record({"id": "a", "text": "t", "metadata": {"n": 10**300, "f": 1e308}}, "s")
+        assert isinstance(result, Document) and result.metadata["n"] == 10**300

@@ -1,5 +1,5 @@
 """rag_core.filters: the built query strings, pure (the real-Redis table is in
-tests/integration/test_enrichment.py)."""
+tests/integration/test_enrichment_redis.py)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
+"""rag_core.store.schema: index names, versioned layouts and the RediSearch schema."""
+
+from __future__ import annotations
+
 import pytest
 from redisvl.schema import IndexSchema
 
 from rag_core.errors import ConfigError
-from rag_core.ingestion import chunk_to_record
-from rag_core.store.connection import RedisConnection
 from rag_core.store.schema import IndexLayout, VectorIndexSpec, new_version_id, schema_dict, validate_index_name
-from rag_core.types import Chunk, Content, Embedding
 
 
 @pytest.mark.parametrize("name", ["my index", "a{b}", "", "1abc", "a*", "a:b", "x" * 65, "a__b", "é"])
@@ -29,18 +30,6 @@ def test_parse_an_alias_or_a_pinned_version():
             IndexLayout.parse(bad)
 
 
-def test_connection_client_retries_under_its_policy():
-    from rag_core.retry import NO_RETRY, RetryPolicy
-
-    conn = RedisConnection.from_url("redis://h:1/0", retry=RetryPolicy(max_retries=3, backoff_s=0.5, max_backoff_s=1.0))
-    retry = conn.client().get_retry()
-    assert retry.get_retries() == 3
-    assert [retry._backoff.compute(n) for n in (1, 2, 3)] == [0.5, 1.0, 1.0]
-    assert conn.client(retry=NO_RETRY).get_retry().get_retries() == 0
-    with pytest.raises(ConfigError, match="retry"):
-        RedisConnection.from_url("redis://h:1/0", retry=3)
-
-
 def test_schema_has_metadata_fields_and_vector():
     layout = IndexLayout("docs", new_version_id())
     schema = IndexSchema.from_dict(schema_dict(layout, VectorIndexSpec(
@@ -56,30 +45,12 @@ def test_spec_validation():
         VectorIndexSpec(4, algorithm="ivf")
 
 
-def test_record_converter():
-    chunk = Chunk(content=Content(text="T body"), id="d#1", index=1,
-                  metadata={"doc_id": "d", "title": "T", "text": "body", "chunk_count": 2,
-                            "content_hash": "h", "metadata": {"flag": True, "n": 3}},
-                  embedding=Embedding(dense_embedding=[1.0, 2.0, 3.0]))
-    chunk_id, rec = chunk_to_record(chunk)
-    assert chunk_id == "d#1"
-    assert rec["text"] == "body" and rec["md_flag"] == "true" and rec["md_n"] == 3
-    assert len(rec["embedding"]) == 12
-    with pytest.raises(ValueError, match="no dense embedding"):
-        chunk_to_record(Chunk(content=Content(text="x"), id="e#0"))
-
-
-class TestConnection:
-    def test_credentials_leave_the_url(self):
-        conn = RedisConnection.from_url("rediss://user:p%40ss@host:6380/1")
-        assert conn.username == "user" and conn.password == "p@ss"
-        assert conn.safe_url == "rediss://host:6380/1" and conn.uses_tls
-        assert "p@ss" not in repr(conn)
-
-    def test_env_credentials(self):
-        conn = RedisConnection.from_env(env={"REDIS_URL": "redis://h:1/0", "REDIS_PASSWORD": "pw"})
-        assert conn.password == "pw" and conn.safe_url == "redis://h:1/0"
-
-    def test_bad_scheme(self):
+class TestNames:
+    @pytest.mark.parametrize("name", ["docs\n", "docs\r", "a b", "x}"])
+    def test_trailing_newline_and_syntax_refused(self, name: str) -> None:
         with pytest.raises(ConfigError):
-            RedisConnection.from_url("http://x")
+            validate_index_name(name)
+
+    def test_version_must_match_whole(self) -> None:
+        with pytest.raises(ConfigError):
+            IndexLayout("docs", "v20260101t000000000000\n")

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -15,30 +13,16 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.enrichment import Enrichment
 
-from pipelines import ingest
 from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer
 from rag_core.enrichment import (
-    ENRICHMENT_KEY, RETRIEVAL_KEY, HybridSearchParameters, OnUnavailable, RedisVectorSearchHandler, RetrievalMode,
-    VectorSearchParameters, join_hits, search_parameters,
+    ENRICHMENT_KEY, RETRIEVAL_KEY, OnUnavailable, RedisVectorSearchHandler, VectorSearchParameters, join_hits,
 )
 from rag_core.errors import ConfigError, IndexNotFoundError, ModelMismatchError, RedisUnavailableError
-from rag_core.hybrid import HybridConfig
 from rag_core.retry import RetryPolicy
-from rag_core.store.catalog import IndexCatalog, VersionRecord
+from rag_core.store.catalog import VersionRecord
 from rag_core.store.connection import RedisConnection
 from rag_core.store.schema import IndexLayout
 from rag_core.types import Chunk, Content, Embedding
-
-FACTS = [
-    {"id": "zorb", "title": "Zorbania", "text": "The capital of Zorbania is Quillport, a harbour city.",
-     "metadata": {"region": "north", "year": 2001}},
-    {"id": "bees", "title": "Bees", "text": "Honey bees communicate the location of flowers with a waggle dance.",
-     "metadata": {"region": "south", "year": 1999}},
-    {"id": "rust", "title": "Iron", "text": "Iron rusts when it reacts with oxygen and water over time.",
-     "metadata": {"region": "north", "year": 2010}},
-    {"id": "tides", "title": "Tides", "text": "Ocean tides are caused mainly by the gravitational pull of the Moon.",
-     "metadata": {"region": "west", "year": 1985}},
-]
 
 # Tag values that change a RediSearch query if any character is not escaped, plus
 # whitespace, unicode and case variants. Each is stored on exactly one document.
@@ -56,32 +40,14 @@ def _filler(i: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rows: list[dict[str, Any]] = list(FACTS)
+def alias(build_index: Any, facts: list[dict[str, Any]]) -> str:
+    """The shared facts, plus one document per hostile tag value and per hostile id."""
+    rows: list[dict[str, Any]] = list(facts)
     rows += [{"id": f"h{i}", "title": f"Hostile {i}", "text": _filler(i), "metadata": {"label": v, "rank": i}}
              for i, v in enumerate(HOSTILE)]
     rows += [{"id": d, "title": "Odd id", "text": f"A document with an unusual id {n}."}
              for n, d in enumerate(HOSTILE_DOC_IDS)]
-    path = tmp_path_factory.mktemp("enrichment") / "docs.jsonl"
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def alias(redis_url: str, corpus: Path) -> str:
-    name = f"t_enrich_{int(time.time() * 1000) % 10**9}"
-    summary = ingest.run(["--input", str(corpus), "--index", name, "--redis-url", redis_url])
-    assert summary["documents_indexed"] == len(FACTS) + len(HOSTILE) + len(HOSTILE_DOC_IDS)
-    return name
-
-
-@pytest.fixture(scope="module")
-def record(redis_conn: RedisConnection, alias: str) -> VersionRecord:
-    client = redis_conn.client()
-    try:
-        return IndexCatalog(client, alias).current()
-    finally:
-        client.close()
+    return build_index(f"t_enrich_{int(time.time() * 1000) % 10**9}", rows)
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +94,8 @@ class TestRetrieval:
         assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
         assert len(hits) == 3
 
-    def test_score_is_cosine_similarity(self, handler, embedder, record) -> None:
-        text = FACTS[1]["text"]
+    def test_score_is_cosine_similarity(self, handler, embedder, record, facts) -> None:
+        text = facts[1]["text"]
         hits = hits_of(handler, question(embedder, text))
         # The question is the chunk's own text: similarity ~1 (the stored title is not embedded).
         assert hits[0]["doc_id"] == "bees" and hits[0]["score"] > 0.6
@@ -267,34 +233,6 @@ class TestRefusals:
     def test_unknown_index(self, redis_conn) -> None:
         with pytest.raises(IndexNotFoundError, match="does not exist"):
             RedisVectorSearchHandler(redis_conn, VectorSearchParameters("t_no_such_index")).__enter__()
-
-    @pytest.mark.parametrize("kwargs, match", [
-        ({"top_k": 0}, "top_k"), ({"top_k": 5000}, "top_k"), ({"top_k": True}, "top_k"),
-        ({"score_threshold": float("nan")}, "score_threshold"), ({"ef_runtime": 0}, "ef_runtime"),
-        ({"index": "bad name"}, "Invalid index name"), ({"index": "docs__vbad"}, "Invalid index version"),
-    ])
-    def test_invalid_search_parameters(self, kwargs: dict[str, Any], match: str) -> None:
-        with pytest.raises(ConfigError, match=match):
-            VectorSearchParameters(**{"index": "docs", **kwargs})
-
-    @pytest.mark.parametrize("kwargs, match", [
-        ({"max_batch_size": 0}, "max_batch_size"), ({"min_batch_size": 4, "max_batch_size": 2}, "max_batch_size"),
-        ({"on_unavailable": "ignore"}, "on_unavailable"), ({"circuit_open_s": -1.0}, "circuit_open_s"),
-        ({"reindex_wait_s": float("inf")}, "reindex_wait_s"), ({"retry": 3}, "retry"),
-    ])
-    def test_invalid_handler_settings(self, redis_conn, kwargs: dict[str, Any], match: str) -> None:
-        with pytest.raises(ConfigError, match=match):
-            RedisVectorSearchHandler(redis_conn, VectorSearchParameters("docs"), **kwargs)
-
-    def test_retrieval_modes(self) -> None:
-        vector = VectorSearchParameters("docs", top_k=3)
-        assert search_parameters(RetrievalMode.DENSE, vector) is vector
-        hybrid = search_parameters("hybrid", vector, HybridConfig(candidates=7))
-        assert hybrid == HybridSearchParameters(vector, HybridConfig(candidates=7))
-        assert hybrid.mode is RetrievalMode.HYBRID and hybrid.vector is vector
-        assert [m.value for m in RetrievalMode] == ["dense", "hybrid"]
-        with pytest.raises(ConfigError, match="retrieval must be one of dense, hybrid, got 'sparse'"):
-            search_parameters("sparse", vector)
 
     def test_batching_and_cache_key(self, handler, embedder) -> None:
         assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 32}
