@@ -45,7 +45,8 @@ def retrieval_ms(url: str, rows: list[dict[str, str]], batch: int) -> float:
     """ms per question for the Enrichment handler, ``batch`` questions per round trip."""
     from apache_beam.ml.rag.types import Embedding
 
-    from rag_core.questions import Question, index_embedding, to_chunk
+    from rag_core.embeddings import for_index
+    from rag_core.questions import Question, to_chunk
     from rag_core.embeddings import embed_texts, load_sentence_transformer
     from rag_core.enrichment import RedisVectorSearchHandler, VectorSearchParameters
     from rag_core.store.catalog import IndexCatalog
@@ -55,7 +56,7 @@ def retrieval_ms(url: str, rows: list[dict[str, str]], batch: int) -> float:
     client = conn.client()
     record = IndexCatalog(client, "bench_qa").current()
     client.close()
-    config = index_embedding(record.embedding, record.index)
+    config = for_index(record.embedding, record.index)
     vectors = embed_texts(load_sentence_transformer(config), [r["question"] for r in rows], config)
     chunks = []
     for r, v in zip(rows, vectors):

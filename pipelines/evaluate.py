@@ -193,7 +193,7 @@ def retrieve(connection: Any, index: str, queries: dict[str, str], modes: Sequen
 
     from rag_core.embeddings import embedding_transform
     from rag_core.enrichment import RedisVectorSearchHandler, VectorSearchParameters, join_hits, search_parameters
-    from rag_core.questions import index_embedding
+    from rag_core.embeddings import for_index
     from rag_core.store.catalog import IndexCatalog
     from rag_core.store.schema import IndexLayout
     from rag_core.types import Chunk, Content
@@ -207,7 +207,7 @@ def retrieve(connection: Any, index: str, queries: dict[str, str], modes: Sequen
             raise ConfigError(f"index {index!r} is not in the catalog")
     finally:
         client.close()
-    embedding = index_embedding(record.embedding, record.index)
+    embedding = for_index(record.embedding, record.index)
     claims = [Chunk(content=Content(text=text), id=qid, metadata={"question": text})
               for qid, text in queries.items()]
     options = PipelineOptions([])

@@ -27,7 +27,8 @@ from pipelines.options import (BuildMode, CommonOptions, EmbeddingOptions, Inges
 from rag_core.chunking import ChunkFn, ChunkingConfig
 from rag_core.dedupe import DeduplicateById, Keep
 from rag_core.documents import FieldMap
-from rag_core.embeddings import EmbeddingConfig, embedding_transform, resolve_embedding_model
+from rag_core.embeddings import (EmbeddingConfig, check_comparable, describe, embedding_transform,
+                                 resolve_embedding_model)
 from rag_core.errors import ConfigError, ModelMismatchError, RedisUnavailableError
 from rag_core.ingestion import WRITE_RETRY, MergeSummaries, RedisVectorWriterConfig
 from rag_core.publishing import PublishFn
@@ -83,10 +84,10 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
     try:
         catalog = IndexCatalog(client, alias)
         live = catalog.current_index()
-        described = embedding.describe()
+        described = describe(embedding)
         if mode is BuildMode.UPSERT and live is not None:
             record = catalog.current()
-            ensure_compatible(record.embedding, described, alias)
+            check_comparable(record.embedding, described, alias)
             layout = IndexLayout.from_index_name(live)
         else:
             if mode is BuildMode.UPSERT:
@@ -104,15 +105,6 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
         client.close()
     return IngestPlan(connection, layout, mode, embedding, chunking,
                       common.dead_letter or home_dead_letter_path(f"{layout.alias}-{layout.version}"))
-
-
-def ensure_compatible(stored: dict[str, Any], requested: dict[str, Any], alias: str) -> None:
-    """Refuse to mix vectors from different models, dimensions or backend families."""
-    for key in ("model", "dimension", "backend_family"):
-        if key in stored and key in requested and stored[key] != requested[key]:
-            raise ModelMismatchError(
-                f"Index {alias!r} was built with {key} {stored[key]!r}, but this run uses {requested[key]!r}: "
-                f"vectors would not be comparable. Use the same embedding settings, or rebuild the index.")
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: IngestPlan) -> None:

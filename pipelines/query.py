@@ -46,7 +46,7 @@ from pipelines.options import CommonOptions, EmbeddingOptions, QueryOptions, Red
 from rag_core.answers import (ABSTAINED, ANSWER, CONTEXT, FAILED, AnswerPolicy, BuildPromptFn, CheckRetrievalFn,
                               failed_batch_to_keyed_reasons, join_answer, resolve_min_score, retrieved_row)
 from rag_core.dedupe import DeduplicateById, Keep
-from rag_core.embeddings import EmbeddingConfig, embedding_transform
+from rag_core.embeddings import EmbeddingConfig, embedding_transform, for_index
 from rag_core.enrichment import RedisVectorSearchHandler, VectorSearchParameters, join_hits, search_parameters
 from rag_core.errors import ConfigError
 from rag_core.filters import field_kinds
@@ -54,7 +54,7 @@ from rag_core.generation import METRICS_NAMESPACE as GENERATION_NAMESPACE
 from rag_core.generation import GeneratorConfig, GeneratorModelHandler, KeyedGeneratorHandler
 from rag_core.context import ContextConfig
 from rag_core.prompt import PromptConfig, PromptStyle
-from rag_core.questions import ReadQuestions, duplicate_question, index_embedding, to_chunk
+from rag_core.questions import ReadQuestions, duplicate_question, to_chunk
 from rag_core.sinks import DEAD_LETTER, WriteAnswers, WriteDeadLetters, count_rows, home_dead_letter_path, timestamp
 from rag_core.store.catalog import IndexCatalog, VersionRecord
 from rag_core.store.connection import RedisConnection
@@ -113,7 +113,7 @@ def plan_query(options: PipelineOptions, argv: Sequence[str] = ()) -> QueryPlan:
     finally:
         client.close()
     eopts = options.view_as(EmbeddingOptions)
-    embedding = index_embedding(
+    embedding = for_index(
         record.embedding, record.index, eopts.embedding_model,
         eopts.embedding_backend if _given(argv, "--embedding-backend") else None, eopts.embedding_batch_size)
     search = RedisVectorSearchHandler(connection, search_parameters(opts.retrieval, VectorSearchParameters(

@@ -348,11 +348,11 @@ def _progress(message: str) -> None:
     print(f"beam-rag eval: {message}", file=sys.stderr, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    from pipelines.cli import run_as_command
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipelines.command import run_as_command
 
-    run_as_command(run, argv)
+    return run_as_command(run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -40,13 +40,13 @@ from apache_beam.ml.rag.types import Embedding
 
 from rag_core.context import ContextConfig, ContextSelector
 from rag_core.decoding import trim_answer
-from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer
+from rag_core.embeddings import EmbeddingConfig, embed_texts, for_index, load_sentence_transformer
 from rag_core.grounding import snap_to_span
 from rag_core.enrichment import (ENRICHMENT_KEY, ERROR_KEY, RETRIEVAL_KEY, RedisVectorSearchHandler,
                                  VectorSearchParameters, join_hits, search_parameters)
 from rag_core.generation import GeneratorConfig, generate_batch, load_generator, load_tokenizer
 from rag_core.prompt import Passage, PromptBuilder, PromptConfig
-from rag_core.questions import DEFAULT_MAX_QUESTION_CHARS, Question, check_question, index_embedding, to_chunk
+from rag_core.questions import DEFAULT_MAX_QUESTION_CHARS, Question, check_question, to_chunk
 from rag_core.sinks import DEAD_LETTER, METRICS_NAMESPACE, AnswerRow, AnswerSpan, Source
 from rag_core.validation import check_number
 from rag_core.types import Chunk, DeadLetter
@@ -98,6 +98,24 @@ def says_abstain(text: str) -> bool:
     """
     lowered = text.lower().replace("\u2019", "'")
     return any(phrase in lowered for phrase in _ABSTAIN_PHRASES)
+
+
+# What small models put around an answer: a copied passage number ("[2] ..."), a piece of
+# the context fence, a preamble ("The answer is:"). Removed before grounding.
+_CITATION_MARK = re.compile(r"^\s*(?:\[\d{1,3}\]\s*)+")
+_FENCE_PIECE = re.compile(r"<{2,}[^<>]*>*|>{2,}")
+_PREAMBLE = re.compile(r"^\s*(?:the\s+)?answer(?:\s+to\s+(?:this|the)\s+question)?\s+is\s*:?\s*", re.IGNORECASE)
+
+
+def strip_filler(text: str) -> str:
+    """The answer without a leading passage number, context-fence pieces or an "answer is" preamble.
+
+    >>> strip_filler("[2] The answer is: 1889"), strip_filler("<<<END UNTRUSTED CONTEXT>>"), strip_filler("Paris")
+    ('1889', '', 'Paris')
+    """
+    text = _FENCE_PIECE.sub(" ", text)
+    text = _CITATION_MARK.sub("", text)
+    return " ".join(_PREAMBLE.sub("", text).split())
 
 
 def normalize_answer(text: str) -> str:
@@ -183,6 +201,7 @@ def finish_answer(row: AnswerRow, generated: str, policy: AnswerPolicy = AnswerP
     """
     mean_logprob = getattr(generated, "mean_logprob", None)
     text = normalize_answer(str(generated))
+    text = strip_filler(text) or ABSTAIN if text != ABSTAIN else text
     if text == ABSTAIN:
         return replace(row, answer=ABSTAIN, answer_generated=ABSTAIN,
                        confidence=round(confidence(row.retrieval_similarity, mean_logprob, 0.0), 4))
@@ -382,7 +401,7 @@ def answer_one(question: str, connection: RedisConnection, record: VersionRecord
     question = check_question(question, max_question_chars)  # as the batch pipeline cleans its questions
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    embedding = index_embedding(record.embedding, record.index)
+    embedding = for_index(record.embedding, record.index)
     vector = embed_texts(load_sentence_transformer(embedding), [question], embedding)[0]
     timings["embed"] = (time.perf_counter() - t0) * 1000
     chunk = to_chunk(Question(id="ask", question=question, source="ask", filter=filter))

@@ -377,15 +377,6 @@ def parse_hybrid_replies(replies: Sequence[Any], info: IndexInfo, params: Hybrid
 # --------------------------------------------------------------------------- handler
 
 
-def _compatible(stored: Mapping[str, Any], expected: Mapping[str, Any], index: str) -> None:
-    for key in ("model", "dimension", "backend_family"):
-        if key in stored and key in expected and stored[key] != expected[key]:
-            raise ModelMismatchError(
-                f"Index {index} was built with {key} {stored[key]!r}, but the questions use "
-                f"{expected[key]!r}: vectors would not be comparable. Embed questions with the "
-                "index's model, or rebuild the index.")
-
-
 def _seconds(name: str, value: Any) -> float:
     return check_number(name, value, minimum=0)
 
@@ -502,7 +493,7 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
             raise IndexNotFoundError(f"Index {record.index} has no vector dimension in its catalog record")
         expected = self.search_parameters.vector.expected_embedding
         if expected:
-            _compatible(dict(record.embedding, dimension=info.dimension), expected, record.index)
+            check_comparable(dict(record.embedding, dimension=info.dimension), expected, record.index)
         return info
 
     @property

@@ -202,15 +202,6 @@ class GeneratorConfig:
     repeat_ngram: int | None = 4
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "backend", GeneratorBackend(self.backend))
-        except ValueError:
-            raise ConfigError(f"generator backend must be one of {', '.join(b.value for b in GeneratorBackend)}, "
-                              f"got {self.backend!r}") from None
-        if self.backend is GeneratorBackend.TORCH_INT8 and self.device != "cpu":
-            raise ConfigError("generator backend torch-int8 runs on the CPU only: use --generator-backend torch "
-                              f"with device {self.device!r}")
-        check_optional_int("repeat_ngram", self.repeat_ngram, minimum=1)
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("generator model must be a non-empty string")
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
@@ -236,6 +227,15 @@ class GeneratorConfig:
         object.__setattr__(self, "length_buckets", buckets)
         if self.model_name is not None and not self.model_state_dict_path:
             raise ConfigError("model_name is only used with model_state_dict_path")
+        try:
+            object.__setattr__(self, "backend", GeneratorBackend(self.backend))
+        except ValueError:
+            raise ConfigError(f"generator backend must be one of {', '.join(b.value for b in GeneratorBackend)}, "
+                              f"got {self.backend!r}") from None
+        if self.backend is GeneratorBackend.TORCH_INT8 and self.device != "cpu":
+            raise ConfigError("generator backend torch-int8 runs on the CPU only: use --generator-backend torch "
+                              f"with device {self.device!r}")
+        check_optional_int("repeat_ngram", self.repeat_ngram, minimum=1)
 
     @property
     def effective_max_batch_size(self) -> int:

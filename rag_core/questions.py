@@ -21,8 +21,7 @@ from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
 from rag_core.documents import clean_text
-from rag_core.embeddings import EmbeddingConfig, canonical_model_name
-from rag_core.errors import ConfigError, ModelMismatchError
+from rag_core.errors import ConfigError
 from rag_core.filters import validate_filter
 from rag_core.sinks import DEAD_LETTER, METRICS_NAMESPACE
 from rag_core.store.schema import FieldKind
@@ -30,7 +29,7 @@ from rag_core.types import Chunk, Content, DeadLetter
 from rag_core.validation import check_positive_int
 
 __all__ = ["DEFAULT_MAX_QUESTION_CHARS", "INPUT_FORMATS", "Question", "ReadQuestions", "check_question",
-           "clean_question", "duplicate_question", "index_embedding", "parse_question", "to_chunk"]
+           "clean_question", "duplicate_question", "parse_question", "to_chunk"]
 
 DEFAULT_MAX_QUESTION_CHARS = 4000
 INPUT_FORMATS = ("auto", "jsonl", "text")
@@ -204,32 +203,3 @@ def to_chunk(q: Question) -> Chunk:
     if q.filter is not None:
         metadata["filter"] = q.filter
     return Chunk(content=Content(text=q.question), id=q.id, metadata=metadata)
-
-
-def index_embedding(stored: dict[str, Any], index: str, model: str | None = None, backend: str | None = None,
-                    batch_size: int = 32) -> EmbeddingConfig:
-    """The ``EmbeddingConfig`` that embeds questions like the index's chunks were embedded.
-
-    ``model`` / ``backend`` are what the user asked for, if anything: another model, or a
-    backend whose vectors are not comparable (``onnx-int8`` vs ``torch``/``onnx``), is
-    refused with ``ModelMismatchError``; an interchangeable backend is used as asked.
-    """
-    if not stored.get("model"):
-        raise ModelMismatchError(f"Index {index} does not record its embedding model: rebuild it")
-    if model and canonical_model_name(model) != stored["model"]:
-        raise ModelMismatchError(
-            f"Index {index} was built with embedding model {stored['model']!r}, but this run asks for "
-            f"{canonical_model_name(model)!r}: question vectors would not be comparable. Drop "
-            "--embedding-model to use the index's model, or rebuild the index with the one you want.")
-    overrides: dict[str, Any] = {"batch_size": batch_size}
-    if backend:
-        overrides["backend"] = backend
-    config = EmbeddingConfig.from_description(stored, **overrides)
-    described = config.describe()
-    for key in ("model", "dimension", "backend_family"):
-        if key in stored and stored[key] != described[key]:
-            raise ModelMismatchError(
-                f"Index {index} was built with embedding {key} {stored[key]!r}, but this run would embed "
-                f"questions with {described[key]!r}: vectors would not be comparable. Use the index's "
-                "settings, or rebuild the index.")
-    return config

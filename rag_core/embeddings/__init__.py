@@ -3,14 +3,16 @@
 One :class:`EmbeddingConfig` says which model embeds text and how. The same config
 embeds the chunks at build time (:func:`embedding_transform`, a Beam ``MLTransform``
 step) and the questions at query time (:func:`load_sentence_transformer` plus
-:func:`embed_texts`, in process), and :meth:`EmbeddingConfig.describe` is what the
+:func:`embed_texts`, in process), and :func:`describe` is what the
 index stores so the two sides can be checked against each other.
 
 Modules: ``models`` (names, the packaged model), ``config`` (the config and its
 backends), ``threads``, ``onnx_export`` (the cached ONNX export), ``onnx_model`` (the
-ONNX Runtime module), ``loading`` (load and embed in process), ``transform`` (Beam).
+ONNX Runtime module), ``loading`` (load and embed in process), ``transform`` (Beam), ``compatibility``
+(which vectors may be searched against which: the one rule).
 """
 
+from rag_core.embeddings.compatibility import check_comparable, describe, for_index, is_comparable
 from rag_core.embeddings.config import BACKENDS, EmbeddingBackend, EmbeddingConfig
 from rag_core.embeddings.loading import embed_texts, embedding_dimension, load_sentence_transformer
 from rag_core.embeddings.models import (
@@ -30,6 +32,10 @@ __all__ = [
     "OnnxTransformerModel",
     "SentenceTransformerHandler",
     "available_cpus",
+    "check_comparable",
+    "describe",
+    "for_index",
+    "is_comparable",
     "canonical_model_name",
     "default_threads",
     "embed_texts",

@@ -141,31 +141,3 @@ class EmbeddingConfig:
     def resolved_model(self) -> str:
         """The folder or hub id that is actually loaded."""
         return resolve_embedding_model(self.model)
-
-    def describe(self) -> dict[str, Any]:
-        """What an index stores about its vectors (JSON-ready); reads the model's dimension.
-
-        ``model``, ``dimension`` and ``backend_family`` must match for two sets of vectors
-        to be comparable (see :meth:`is_comparable_with`).
-        """
-        # Imported here: loading builds on this module (it may load the model to ask).
-        from rag_core.embeddings.loading import embedding_dimension
-
-        return {
-            "model": canonical_model_name(self.model),
-            "backend": self.backend.value,
-            "backend_family": self.backend_family,
-            "dimension": embedding_dimension(self),
-            "normalize": self.normalize,
-            "max_seq_length": self.max_seq_length,
-            "distance_metric": "cosine",
-        }
-
-    def is_comparable_with(self, description: Mapping[str, Any]) -> bool:
-        """Whether vectors from this config can be searched against ``description``'s.
-
-        Keys missing from ``description`` are not held against it.
-        """
-        mine = self.describe()
-        return all(description[key] == mine[key]
-                   for key in ("model", "dimension", "backend_family") if key in description)

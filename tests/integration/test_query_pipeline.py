@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import cli, query
 from rag_core.errors import ConfigError, IndexNotFoundError, ModelMismatchError
 from rag_core.generation import GeneratorConfig, GeneratorModelHandler
-from rag_core.questions import index_embedding
+from rag_core.embeddings import for_index
 from rag_core.types import DeadLetter
 
 MAX_CHARS = 200
@@ -197,7 +197,7 @@ class TestRefusals:
         assert not output.exists()
 
     def test_same_model_under_another_name_and_same_family_backend_are_accepted(self, record) -> None:
-        config = index_embedding(record.embedding, record.index, model="all-MiniLM-L6-v2", backend="onnx")
+        config = for_index(record.embedding, record.index, model="all-MiniLM-L6-v2", backend="onnx")
         assert config.backend == "onnx" and config.backend_family == "fp32"
 
     def test_unknown_index_and_missing_flags(self, tmp_path, redis_url) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rag_core.embeddings.compatibility import describe, is_comparable
+
 import json
 import pickle
 from pathlib import Path
@@ -79,7 +81,7 @@ class TestEmbeddingConfig:
         assert len({config, EmbeddingConfig(backend="onnx", batch_size=8)}) == 1
 
     def test_describe_is_json_ready_and_machine_independent(self) -> None:
-        described = EmbeddingConfig(model="all-MiniLM-L6-v2", backend="onnx-int8").describe()
+        described = describe(EmbeddingConfig(model="all-MiniLM-L6-v2", backend="onnx-int8"))
         assert described == {
             "model": DEFAULT_EMBEDDING_MODEL, "backend": "onnx-int8", "backend_family": "int8",
             "dimension": 384, "normalize": True, "max_seq_length": 256, "distance_metric": "cosine",
@@ -88,10 +90,10 @@ class TestEmbeddingConfig:
 
     def test_from_description_round_trips_and_takes_runtime_overrides(self) -> None:
         original = EmbeddingConfig(backend="onnx", normalize=False, max_seq_length=128)
-        rebuilt = EmbeddingConfig.from_description(original.describe(), batch_size=8, threads=1)
+        rebuilt = EmbeddingConfig.from_description(describe(original), batch_size=8, threads=1)
         assert (rebuilt.backend, rebuilt.normalize, rebuilt.max_seq_length) == ("onnx", False, 128)
         assert (rebuilt.batch_size, rebuilt.threads) == (8, 1)
-        assert rebuilt.describe() == original.describe()
+        assert describe(rebuilt) == describe(original)
 
     def test_from_description_validates(self) -> None:
         with pytest.raises(ConfigError, match="unknown embedding backend"):
@@ -106,11 +108,11 @@ class TestEmbeddingConfig:
         ("onnx", "onnx-int8", False),
     ])
     def test_comparable_backends(self, mine: str, stored: str, comparable: bool) -> None:
-        description = EmbeddingConfig(backend=stored).describe()  # type: ignore[arg-type]
-        assert EmbeddingConfig(backend=mine).is_comparable_with(description) is comparable  # type: ignore[arg-type]
+        description = describe(EmbeddingConfig(backend=stored))  # type: ignore[arg-type]
+        assert is_comparable(description, describe(EmbeddingConfig(backend=mine))) is comparable  # type: ignore[arg-type]
 
     def test_other_model_or_dimension_is_not_comparable(self) -> None:
         config = EmbeddingConfig()
-        assert not config.is_comparable_with({"model": "BAAI/bge-small-en-v1.5"})
-        assert not config.is_comparable_with({"dimension": 768})
-        assert config.is_comparable_with({"model": DEFAULT_EMBEDDING_MODEL})  # missing keys are not held against
+        assert not is_comparable({"model": "BAAI/bge-small-en-v1.5"}, describe(config))
+        assert not is_comparable({"dimension": 768}, describe(config))
+        assert is_comparable({"model": DEFAULT_EMBEDDING_MODEL}, describe(config))  # missing keys are not held against
