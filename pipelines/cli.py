@@ -77,11 +77,11 @@ def cmd_pipeline(args: argparse.Namespace, rest: list[str]) -> int:
     if args.command == "ingest":
         from pipelines import ingest
 
-        return run_as_command(ingest.run, rest, help=ingest.print_help, verbose=args.verbose)
+        return run_as_command(ingest.run, rest, help=ingest.COMMAND.print_help, verbose=args.verbose)
     if args.command == "query":
         from pipelines import query
 
-        return run_as_command(query.run, rest, help=query.print_help, verbose=args.verbose)
+        return run_as_command(query.run, rest, help=query.COMMAND.print_help, verbose=args.verbose)
     from pipelines import evaluate
 
     return run_as_command(evaluate.run, rest, verbose=args.verbose)  # its own argparse prints --help

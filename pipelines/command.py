@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from rag_core.errors import BeamRagError
@@ -20,7 +21,8 @@ from rag_core.errors import BeamRagError
 if TYPE_CHECKING:  # `beam-rag` itself imports this module: keep it free of Beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-__all__ = ["EXIT_ERROR", "print_help", "read_metrics", "run_as_command", "unwrap_error", "wants_help"]
+__all__ = ["EXIT_ERROR", "PipelineCommand", "print_help", "progress", "read_metrics", "run_as_command", "unwrap_error",
+           "wants_help"]
 
 EXIT_ERROR = 2
 
@@ -64,6 +66,11 @@ def print_help(prog: str, description: str, options: Iterable[type[PipelineOptio
     for cls in options:
         cls._add_argparse_args(parser)  # noqa: SLF001 - Beam's own hook
     parser.print_help()
+
+
+def progress(prog: str, message: str) -> None:
+    """One progress line on stderr (stdout's last line is the JSON summary)."""
+    print(f"{prog}: {message}", file=sys.stderr, flush=True)
 
 
 def run_as_command(run: Run, argv: Sequence[str] | None, help: Callable[[], None] | None = None,
@@ -119,3 +126,19 @@ def read_metrics(result: Any, namespace: str | None = None,
             out[d.key.metric.name] = {"count": value.count, "mean_ms": round(value.sum / value.count, 1),
                                       "max_ms": value.max}
     return out
+
+
+@dataclass(frozen=True)
+class PipelineCommand:
+    """A pipeline module's command: its ``--help`` and its ``main``, the same for each pipeline."""
+
+    prog: str
+    description: str
+    options: tuple[type[PipelineOptions], ...]
+    run: Run
+
+    def print_help(self) -> None:
+        print_help(self.prog, self.description, self.options)
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        return run_as_command(self.run, argv, help=self.print_help)

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines.command import run_as_command
+from pipelines.command import progress, run_as_command
+from rag_core.store.catalog import drop_knowledge_base
 from pipelines.options import EMBEDDING_BACKENDS, resolve_connection
 from rag_core.enrichment import RetrievalMode
 from rag_core.errors import ConfigError
@@ -315,7 +316,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             summary["retrieval_pipeline_s"] = round(time.perf_counter() - t0, 1)
         finally:
             if built and not args.keep_index:
-                _drop(connection, alias)
+                drop_knowledge_base(connection, alias)
     results = {mode: score(r, evalset.qrels) for mode, r in runs.items()}
     curves = {mode: recall_curve(r.docs, evalset.qrels) for mode, r in runs.items()}
     primary = results[args.retrieval]
@@ -338,21 +339,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return summary
 
 
-def _drop(connection: Any, alias: str) -> None:
-    from rag_core.errors import IndexNotFoundError
-    from rag_core.store.catalog import IndexCatalog
-
-    client = connection.client()
-    try:
-        IndexCatalog(client, alias).drop()
-    except IndexNotFoundError:
-        pass
-    finally:
-        client.close()
-
-
 def _progress(message: str) -> None:
-    print(f"beam-rag eval: {message}", file=sys.stderr, flush=True)
+    progress("beam-rag eval", message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,8 +20,7 @@ from typing import Any, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.command import print_help as print_options_help
-from pipelines.command import read_metrics, run_as_command
+from pipelines.command import PipelineCommand, read_metrics
 from pipelines.options import (BuildMode, CommonOptions, EmbeddingOptions, IngestOptions, RedisOptions,
                                resolve_connection)
 from rag_core.chunking import ChunkFn, ChunkingConfig
@@ -157,15 +156,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
 
 
-def print_help() -> None:
-    """``beam-rag ingest --help``: the build's flags."""
-    print_options_help("beam-rag ingest", __doc__.split("\n\n", 1)[0],
-                       (CommonOptions, IngestOptions, RedisOptions, EmbeddingOptions))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_as_command(run, argv, help=print_help)
+COMMAND = PipelineCommand("beam-rag ingest", __doc__.split("\n\n", 1)[0],
+                          (CommonOptions, IngestOptions, RedisOptions, EmbeddingOptions), run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(COMMAND.main())

@@ -121,10 +121,10 @@ class QueryOptions(PipelineOptions):
                             help="skip generation: answer is null, sources are the ranked passages")
         parser.add_argument("--generator", default=DEFAULT_GENERATOR,
                             help="generator model: 'smollm2' (packaged default), a hub id or a local folder")
-        parser.add_argument("--generator-backend", dest="generator_backend", default=GeneratorBackend.TORCH_INT8.value,
+        parser.add_argument("--generator-backend", dest="generator_backend", default=GeneratorBackend.TORCH.value,
                             choices=_choices(GeneratorBackend),
-                            help="torch-int8 (default): int8 Linear layers on the CPU, ~1.8x faster; torch: the "
-                                 "checkpoint's weights (--dtype; needed for --device cuda)")
+                            help="torch (default): the checkpoint's weights (--dtype); torch-int8: int8 Linear layers "
+                                 "on the CPU (faster prefill on long prompts, less accurate on small models)")
         parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=48,
                             help="answer length limit; the compact style also stops at the first sentence")
         parser.add_argument("--context-tokens", dest="context_tokens", type=int, default=DEFAULT_CONTEXT_TOKENS,

@@ -40,8 +40,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.enrichment import Enrichment
 
-from pipelines.command import print_help as print_options_help
-from pipelines.command import read_metrics, run_as_command
+from pipelines.command import PipelineCommand, read_metrics
 from pipelines.options import CommonOptions, EmbeddingOptions, QueryOptions, RedisOptions, resolve_connection
 from rag_core.answers import (ABSTAINED, ANSWER, CONTEXT, FAILED, AnswerPolicy, BuildPromptFn, CheckRetrievalFn,
                               failed_batch_to_keyed_reasons, join_answer, resolve_min_score, retrieved_row)
@@ -218,15 +217,9 @@ def run(argv: Sequence[str] | None = None, generator_handler: GeneratorHandler |
     }
 
 
-def print_help() -> None:
-    """``beam-rag query --help``: the query flags (any other Beam flag is passed through)."""
-    print_options_help("beam-rag query", __doc__.split("\n\n", 1)[0],
-                       (CommonOptions, QueryOptions, RedisOptions, EmbeddingOptions))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_as_command(run, argv, help=print_help)
+COMMAND = PipelineCommand("beam-rag query", __doc__.split("\n\n", 1)[0],
+                          (CommonOptions, QueryOptions, RedisOptions, EmbeddingOptions), run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(COMMAND.main())

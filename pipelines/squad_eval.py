@@ -31,9 +31,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from pipelines.command import progress
 from rag_core.errors import ConfigError
+from rag_core.store.catalog import drop_knowledge_base
 
 DATASET = "squad2"
+PROG = "beam-rag eval"
 DEFAULT_EVERY = 10
 PLOT_NAME = "squad2.png"
 # Flags this eval sets on the query pipeline itself (Redis: the build and the questions must
@@ -208,7 +211,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         work = Path(tmp)
         try:
             if args.index is None:
-                _progress(f"indexing {len(paragraphs)} paragraphs of {len(articles) if args.articles_only else 'all'} "
+                progress(PROG, f"indexing {len(paragraphs)} paragraphs of {len(articles) if args.articles_only else 'all'} "
                           f"articles into {alias} ({args.index_type})")
                 corpus = _write_jsonl(work / "paragraphs.jsonl", [p.as_record() for p in paragraphs])
                 t0 = time.perf_counter()
@@ -218,7 +221,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 summary.update(build_s=round(time.perf_counter() - t0, 1), documents_indexed=build["documents_indexed"],
                                chunks=build["chunks_written"])
             asked = _write_jsonl(work / "questions.jsonl", [q.as_record() for q in questions])
-            _progress(f"answering {len(questions)} questions from {alias}"
+            progress(PROG, f"answering {len(questions)} questions from {alias}"
                       + (f" ({' '.join(query_extra)})" if query_extra else ""))
             t0 = time.perf_counter()
             answered = query.run(["--input", str(asked), "--output", str(answers), "--index", alias, *redis,
@@ -226,7 +229,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             query_s = time.perf_counter() - t0
         finally:
             if built and not args.keep_index:
-                _drop(connection, alias)
+                drop_knowledge_base(connection, alias)
     scores = score_rows(questions, read_answers(answers))
     metrics = summarize(scores)
     summary.update({
@@ -329,30 +332,3 @@ def plot_scores(metrics: Mapping[str, Any], attempted_f1: Sequence[float], path:
     finally:
         plt.close(fig)
     return path
-
-
-def _drop(connection: Any, alias: str) -> None:
-    from rag_core.errors import IndexNotFoundError
-    from rag_core.store.catalog import IndexCatalog
-
-    client = connection.client()
-    try:
-        IndexCatalog(client, alias).drop()
-    except IndexNotFoundError:
-        pass
-    finally:
-        client.close()
-
-
-def _progress(message: str) -> None:
-    print(f"beam-rag eval: {message}", file=sys.stderr, flush=True)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from pipelines.command import run_as_command
-
-    return run_as_command(run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

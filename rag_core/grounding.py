@@ -31,7 +31,7 @@ import string
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from rag_core.errors import ConfigError
 from rag_core.validation import check_int
@@ -54,8 +54,7 @@ _CHUNK = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 _SPACED = re.compile(r"\S+")
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     """A normalised word and where it came from: ``source[start:end]`` (punctuation trimmed)."""
 
     text: str

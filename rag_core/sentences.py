@@ -74,8 +74,11 @@ class Span:
     """One sentence: ``text == source[start:end]`` (whitespace and list marker trimmed)."""
 
     start: int
+    """Offset of the sentence's first character in the source text."""
     end: int
+    """Offset just past its last character."""
     text: str
+    """The sentence itself, a verbatim slice of the source."""
 
 
 def _word_before(text: str, index: int) -> str:

@@ -283,3 +283,14 @@ class IndexCatalog:
         if not versions:
             raise IndexNotFoundError(f"Index {self.alias!r} does not exist")
         return {"alias": self.alias, "dropped": [r.version for r in versions]}
+
+
+def drop_knowledge_base(connection: Any, alias: str) -> None:
+    """Drop ``alias`` with every version and key; nothing to do if it does not exist."""
+    client = connection.client()
+    try:
+        IndexCatalog(client, alias).drop()
+    except IndexNotFoundError:
+        pass
+    finally:
+        client.close()
