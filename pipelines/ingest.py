@@ -28,7 +28,7 @@ from rag_core.dedupe import DeduplicateById, Keep
 from rag_core.documents import FieldMap
 from rag_core.embeddings import (EmbeddingConfig, check_comparable, describe, embedding_transform,
                                  resolve_embedding_model)
-from rag_core.errors import ConfigError, ModelMismatchError, RedisUnavailableError
+from rag_core.errors import ConfigError, RedisUnavailableError
 from rag_core.ingestion import WRITE_RETRY, MergeSummaries, RedisVectorWriterConfig
 from rag_core.publishing import PublishFn
 from rag_core.readers import ReadDocuments

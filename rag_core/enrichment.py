@@ -50,6 +50,7 @@ from typing import Any, Mapping, Sequence, Union, cast
 import numpy as np
 from apache_beam.transforms.enrichment import EnrichmentSourceHandler
 
+from rag_core.embeddings.compatibility import check_comparable
 from rag_core.errors import ConfigError, IndexNotFoundError, ModelMismatchError, RedisUnavailableError
 from rag_core.filters import build_filter, field_kinds
 from rag_core.hybrid import HybridConfig, fuse_hits, text_search_args

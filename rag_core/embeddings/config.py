@@ -31,7 +31,7 @@ from enum import Enum
 from typing import Any, Mapping
 
 from rag_core.embeddings.models import (
-    DEFAULT_EMBEDDING_MODEL, canonical_model_name, check_model_name, resolve_embedding_model,
+    DEFAULT_EMBEDDING_MODEL, check_model_name, resolve_embedding_model,
 )
 from rag_core.errors import ConfigError
 from rag_core.validation import check_optional_int, check_positive_int
