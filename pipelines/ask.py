@@ -13,7 +13,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import resolve_connection
-from rag_core.answers import answer_one
+from rag_core.answers import ABSTAIN, answer_one
 from rag_core.generation import DEFAULT_GENERATOR, GeneratorConfig
 from rag_core.prompt import PromptConfig, PromptStyle
 from rag_core.questions import check_question
@@ -45,12 +45,36 @@ def ask(question: str, index: str, *, redis_url: str | None = None, top_k: int =
     return dict(row.to_dict(), timings_ms=timings)
 
 
+def answer_lines(row: dict[str, Any]) -> list[str]:
+    """An answer row for a person: the answer sentence with its citation, the verifiable
+    quote, and the sources (the cited one marked).
+
+    >>> row = {"answer": "6390", "answer_generated": "It listens on port 6390.", "answer_span": {"source": 0},
+    ...        "sources": [{"title": "Embedded Redis", "doc_id": "r", "score": 0.61, "cited": True}]}
+    >>> print("\\n".join(answer_lines(row)))
+       Answer:  It listens on port 6390. [1]
+       Quote:   "6390" [1]
+       Sources: [1] Embedded Redis  (score 0.61, cited)
+    """
+    span = row.get("answer_span")
+    cite = f" [{span['source'] + 1}]" if span else ""
+    if row.get("answer") is None:
+        lines = ["   Answer:  (retrieval only)"]
+    elif row["answer"] == ABSTAIN or not row.get("answer_generated"):
+        lines = [f"   Answer:  {' '.join(str(row['answer']).split())}"]
+    else:
+        lines = [f"   Answer:  {' '.join(row['answer_generated'].split())}{cite}"]
+        if span:
+            lines.append(f"   Quote:   \"{row['answer']}\"{cite}")
+    if not row["sources"]:
+        lines.append("   Sources: none similar enough to the question")
+    for rank, source in enumerate(row["sources"], 1):
+        label = "   Sources: " if rank == 1 else " " * 12
+        cited = ", cited" if source.get("cited") else ""
+        lines.append(f"{label}[{rank}] {source['title'] or source['doc_id']}  (score {source['score']:.2f}{cited})")
+    return lines
+
+
 def format_answer(result: dict[str, Any]) -> str:
     """Human-readable answer with ranked sources, for the terminal."""
-    answer = result["answer"] if result["answer"] is not None else "(retrieval only)"
-    lines = [f"Q: {result['question']}", f"A: {answer}", f"Sources ({result['index']}):"]
-    for rank, s in enumerate(result["sources"], 1):
-        lines.append(f"  {rank}. [{s['score']:.3f}] {s['title'] or s['doc_id']}  ({s['chunk_id']})")
-    if not result["sources"]:
-        lines.append("  (no passage scored above the threshold)")
-    return "\n".join(lines)
+    return "\n".join([f"Q: {result['question']}", *answer_lines(result), f"   Index: {result['index']}"])

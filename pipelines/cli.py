@@ -123,6 +123,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pipelines import ingest, query
+    from pipelines.ask import answer_lines
 
     def say(message: str) -> None:
         if not args.quiet:
@@ -151,15 +152,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nAnswers from knowledge base {args.index!r} (model: {answered['model'] or 'none, retrieval only'})")
     for n, qid in enumerate((q for q in order if q in rows), 1):
         row = rows[qid]
-        answer = " ".join((row["answer"] or "(retrieval only)").split())
         print(f"\n{n}. {row['question']}")
-        print(textwrap.fill(answer, width=88, initial_indent="   Answer:  ", subsequent_indent=" " * 12,
-                            break_on_hyphens=False))
-        if not row["sources"]:
-            print("   Sources: none similar enough to the question")
-        for rank, source in enumerate(row["sources"], 1):
-            label = "   Sources: " if rank == 1 else " " * 12
-            print(f"{label}[{rank}] {source['title'] or source['doc_id']}  (score {source['score']:.2f})")
+        for line in answer_lines(row):
+            print(textwrap.fill(line, width=88, subsequent_indent=" " * 12, break_on_hyphens=False))
     if args.output:
         print(f"\nAll fields, one JSON line per question: {args.output}")
     return 0

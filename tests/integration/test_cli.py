@@ -20,7 +20,7 @@ def test_ask_answers_with_sources(kb, redis_url, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "Quillport" in out.split("Sources")[0]
-    assert "1. [" in out and "Zorbania" in out.split("Sources")[1].splitlines()[1]
+    assert "Sources: [1] " in out and "Zorbania" in out.split("Sources:")[1].splitlines()[0]
 
 
 def test_ask_json_retrieval_only_and_abstains_off_topic(kb, redis_url, capsys):

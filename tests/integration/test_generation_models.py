@@ -222,3 +222,33 @@ class TestBackends:
         assert all(s.n_tokens <= f.n_tokens for s, f in zip(short, long))
         assert all(s.stop_reason in ("sentence", "repeat", "eos", None) for s in short)
         assert sum(s.n_tokens for s in short) < sum(f.n_tokens for f in long)
+
+
+class TestInt8AgreesWithFp32:
+    """The packaged SmolLM2 through ``torch-int8`` against fp32, on the sample corpus's
+    answerable questions with their relevant document as context (compact prompt, greedy).
+
+    Measured on this project's 2-core CI machine: token F1 between the two answers >= 0.5
+    for 4 of 6 prompts. int8 is an option, not the default, because it costs small models
+    answer quality (SQuAD 2.0 dev: F1 0.083 int8 vs 0.168 fp32); this guards the agreement
+    from getting worse (e.g. the output head being quantised again: 0 of 16 agreed then).
+    """
+
+    def test_most_answers_agree(self) -> None:
+        import json
+
+        from rag_core.evaluation.squad import token_f1
+
+        sample = Path(__file__).resolve().parents[2] / "rag_core" / "sample_data"
+        docs = {d["id"]: d for d in map(json.loads, (sample / "docs.jsonl").read_text().splitlines())}
+        questions = [q for q in map(json.loads, (sample / "questions.jsonl").read_text().splitlines())
+                     if q.get("answerable")][:6]
+        fp32 = load_generator(GeneratorConfig(backend="torch", large_model=False))
+        int8 = load_generator(GeneratorConfig(backend="torch-int8", large_model=False))
+        builder = PromptBuilder(PromptConfig.for_style("compact", 1024), fp32.tokenizer)
+        prompts = [builder.build(q["question"], [Passage(f"{d}#0", d, docs[d].get("title", ""), docs[d]["text"], 0.9)
+                                                 for d in q["relevant_doc_ids"][:1]]).text for q in questions]
+        a, b = generate_batch(fp32, prompts), generate_batch(int8, prompts)
+        agree = [token_f1(x, [y]) >= 0.5 for x, y in zip(a, b)]
+        assert sum(agree) >= len(prompts) // 2, list(zip(a, b))
+        assert all(isinstance(x.mean_logprob, float) for x in b if x)
