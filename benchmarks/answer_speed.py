@@ -2,7 +2,7 @@
 pipeline, the old defaults against the new ones, on the same SQuAD 2.0 dev questions in
 one run, plus raw ``generate`` throughput of each generator backend on the same prompts.
 
-    .venv/bin/python benchmarks/answer_speed.py [--every 50] [--data-file FILE] [--skip-pipeline]
+    .venv/bin/python benchmarks/answer_speed.py [--every 100] [--data-file FILE] [--skip-pipeline]
 
 The knowledge base (all 469 paragraphs) is built once through ``beam-rag ingest`` into
 an embedded Redis started for the run; each configuration then runs
@@ -30,7 +30,7 @@ DATA = ROOT.parent / "shared" / "datasets" / "squad2-dev" / "squad2_dev_subset.j
 # no sentence stop, no confidence abstention.
 OLD_DEFAULTS = ["--generator-backend", "torch", "--context-tokens", "0", "--max-new-tokens", "128",
                 "--min-score", "0.35", "--abstain-below", "0"]
-CONFIGS = {"old_defaults": OLD_DEFAULTS, "new_defaults": [], "new_defaults_torch_fp32": ["--generator-backend", "torch"]}
+CONFIGS = {"old_defaults": OLD_DEFAULTS, "new_defaults": [], "new_defaults_int8": ["--generator-backend", "torch-int8"]}
 KEYS = ("questions_per_s", "f1", "has_answer_f1", "has_answer_exact_match", "no_answer_abstention_rate",
         "false_abstention_rate", "hit@1", "hit@5", "mean_answer_words", "query_s")
 
@@ -68,7 +68,7 @@ def sample_prompts(data_file: Path, n: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--data-file", default=str(DATA))
-    parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--every", type=int, default=100, help="every K-th dev question (100: 47 questions)")
     parser.add_argument("--prompts", type=int, default=16, help="prompts for the raw generate measurement")
     parser.add_argument("--skip-pipeline", action="store_true", help="only the raw generate measurement")
     args = parser.parse_args()

@@ -31,6 +31,7 @@ QUICK: dict[str, list[str]] = {
     "ingest_memory": ["--sizes", "1000"],
     "query_memory": ["--docs", "200", "--retrieval-sizes", "50", "--generation-sizes", "5"],
     "qa_throughput": ["--questions", "8", "--skip-memory"],
+    "answer_speed": ["--prompts", "4", "--skip-pipeline"],
 }
 
 

@@ -84,13 +84,18 @@ class TestAnswering:
         rows = {r["id"]: r for r in read_jsonl(output)}
         assert set(rows) == {"zorb", "cup", "tides"}
         for row in rows.values():
-            assert list(row) == ["id", "question", "answer", "sources", "model", "index"]
+            assert list(row) == ["id", "question", "answer", "sources", "model", "index", "answer_generated", "answer_span", "confidence"]
             assert row["index"] == record.index and row["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
         zorb = rows["zorb"]
         assert zorb["question"] == "What is the capital of Zorbania?"
         assert "Quillport" in zorb["answer"]
+        if zorb["answer_span"]:  # grounded: the answer is a verifiable quote of the cited source
+            span = zorb["answer_span"]
+            assert zorb["sources"][span["source"]]["text"][span["start"]:span["end"]] == zorb["answer"]
+            assert zorb["sources"][span["source"]]["cited"]
+        assert 0.0 <= zorb["confidence"] <= 1.0
         assert zorb["sources"][0]["doc_id"] == "zorb" and zorb["sources"][0]["chunk_id"] == "zorb#0"
-        assert set(zorb["sources"][0]) == {"chunk_id", "doc_id", "title", "score", "text"}
+        assert set(zorb["sources"][0]) == {"chunk_id", "doc_id", "title", "score", "text", "cited"}
         assert "Quillport" in zorb["sources"][0]["text"] and zorb["sources"][0]["score"] > 0.5
         assert rows["cup"]["answer"] == "I don't know" and rows["cup"]["sources"] == []
         assert [s["doc_id"] for s in rows["tides"]["sources"]] == ["tides"]  # the filter held
@@ -154,7 +159,7 @@ class TestRetrievalOnly:
         assert summary["model"] is None and summary["retrieval_only"] is True
         if fmt == "csv":
             reader = csv.DictReader(io.StringIO(output.read_text(encoding="utf-8")))
-            assert reader.fieldnames == ["id", "question", "answer", "sources", "model", "index"]
+            assert reader.fieldnames == ["id", "question", "answer", "sources", "model", "index", "answer_generated", "answer_span", "confidence"]
             rows = {r["id"]: dict(r, sources=json.loads(r["sources"])) for r in reader}
             assert rows["1"]["answer"] == ""
         else:
