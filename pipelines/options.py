@@ -134,6 +134,9 @@ class QueryOptions(PipelineOptions):
                             help=f"answer {ABSTAIN!r} when the answer's confidence (retrieval similarity, "
                                  "generator log-probability, grounding) is below this, 0..1 "
                                  f"(default {DEFAULT_ABSTAIN_BELOW}; 0 never)")
+        parser.add_argument("--no-typed-answers", dest="typed_answers", action="store_false", default=True,
+                            help="keep the generator's answer even when the question asks for a date, a number or "
+                                 "a name (by default that span is read off the retrieved text)")
         parser.add_argument("--max-prompt-tokens", dest="max_prompt_tokens", type=int, default=1536)
         parser.add_argument("--prompt-style", dest="prompt_style", default=PromptStyle.COMPACT.value,
                             choices=_choices(PromptStyle),

@@ -130,7 +130,8 @@ def plan_query(options: PipelineOptions, argv: Sequence[str] = ()) -> QueryPlan:
             model_name=opts.model_name, backend=opts.generator_backend, stop_at_sentence=compact)
         prompt = PromptConfig.for_style(opts.prompt_style, opts.max_prompt_tokens, opts.prompt_template)
         context = ContextConfig(max_tokens=opts.context_tokens)
-        policy = AnswerPolicy(stop_at_sentence=compact, abstain_below=opts.abstain_below)
+        policy = AnswerPolicy(stop_at_sentence=compact, abstain_below=opts.abstain_below,
+                              extract=opts.typed_answers)
     if common.dead_letter:
         dead_letter = common.dead_letter
     elif opts.output_format == "bigquery":  # no file next to a table: under $BEAM_RAG_HOME

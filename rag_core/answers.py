@@ -41,6 +41,7 @@ from apache_beam.ml.rag.types import Embedding
 from rag_core.context import ContextConfig, ContextSelector
 from rag_core.decoding import trim_answer
 from rag_core.embeddings import EmbeddingConfig, embed_texts, for_index, load_sentence_transformer
+from rag_core.extraction import best_candidate
 from rag_core.grounding import snap_to_span
 from rag_core.enrichment import (ENRICHMENT_KEY, ERROR_KEY, RETRIEVAL_KEY, RedisVectorSearchHandler,
                                  VectorSearchParameters, join_hits, search_parameters)
@@ -176,12 +177,16 @@ class AnswerPolicy:
             words, 0..1) does not replace the generated text.
         abstain_below: answer :data:`ABSTAIN` when :func:`confidence` is below this
             (0 never abstains on confidence).
+        extract: with ``ground``, when the question asks for a date, a number or a name,
+            answer with that span of the context (:func:`rag_core.extraction.best_candidate`) rather than
+            the generation's.
     """
 
     stop_at_sentence: bool = True
     ground: bool = True
     min_grounding: float = 0.5
     abstain_below: float = DEFAULT_ABSTAIN_BELOW
+    extract: bool = True
 
     def __post_init__(self) -> None:
         check_number("min_grounding", self.min_grounding, minimum=0.0, maximum=1.0)
@@ -209,17 +214,21 @@ def finish_answer(row: AnswerRow, generated: str, policy: AnswerPolicy = AnswerP
                        confidence=round(confidence(row.retrieval_similarity, mean_logprob, 0.0), 4))
     trimmed = trim_answer(text, stop_at_sentence=policy.stop_at_sentence) or text
     answer, span, grounding = trimmed, None, 0.0
+    if row.context:
+        pieces = [(c.source, c.start, c.text) for c in row.context]
+    else:
+        pieces = [(i, 0, s.text or "") for i, s in enumerate(row.sources)]
     if policy.ground:
-        if row.context:
-            pieces = [(c.source, c.start, c.text) for c in row.context]
-        else:
-            pieces = [(i, 0, s.text or "") for i, s in enumerate(row.sources)]
         found = snap_to_span(trimmed, [p[2] for p in pieces], row.question)
         if found is not None:
             grounding = found.score
             if found.score >= policy.min_grounding:
                 source, offset, _ = pieces[found.passage_index]
                 answer, span = found.text, AnswerSpan(source, offset + found.start, offset + found.end)
+    typed = best_candidate(row.question, [p[2] for p in pieces], trimmed) if policy.ground and policy.extract else None
+    if typed is not None:
+        source, offset, _ = pieces[typed.sentence]
+        answer, span = typed.text, AnswerSpan(source, offset + typed.start, offset + typed.end)
     score = confidence(row.retrieval_similarity, mean_logprob, grounding)
     if score < policy.abstain_below:
         answer, span = ABSTAIN, None

@@ -229,6 +229,13 @@ class TestRefusals:
         write = next(t for t in pipeline.transforms_stack[0].parts if t.full_label == "WriteAnswers")
         assert [p.full_label for p in write.parts] == ["WriteAnswers/WriteBigQuery"]
 
+    def test_typed_answers_are_on_by_default_and_can_be_turned_off(self, tmp_path, redis_url, alias) -> None:
+        questions = write_lines(tmp_path / "q.jsonl", [{"id": "a", "question": "tides?"}])
+        argv = ["--input", str(questions), "--output", str(tmp_path / "o"), "--index", alias, "--redis-url", redis_url]
+        assert query.plan_query(PipelineOptions(argv), argv).policy.extract is True
+        argv.append("--no-typed-answers")
+        assert query.plan_query(PipelineOptions(argv), argv).policy.extract is False
+
 
 class TestCommand:
     def test_help_lists_the_query_flags(self, capsys) -> None:

@@ -143,9 +143,21 @@ class TestFinishAnswer:
         assert MARS[done.answer_span.start:done.answer_span.end] == "because of iron oxide"
 
     def test_an_answer_not_in_the_context_is_kept_ungrounded(self) -> None:
-        done = finish_answer(_row("Who painted it?"), GeneratedText("Claude Monet painted it."), NEVER)
-        assert done.answer == "Claude Monet painted it." and done.answer_span is None
+        done = finish_answer(_row("What did the painter paint?"), GeneratedText("Monet painted water lilies."), NEVER)
+        assert done.answer == "Monet painted water lilies." and done.answer_span is None
         assert not any(s.cited for s in done.sources)
+
+    def test_a_typed_question_is_answered_from_the_context_not_the_generation(self) -> None:
+        done = finish_answer(_row("In what year was the Eiffel Tower completed?"),
+                             GeneratedText("The Eiffel Tower was completed in 1901."), NEVER)
+        assert done.answer == "1889" and done.answer_generated == "The Eiffel Tower was completed in 1901."
+        span = done.answer_span
+        assert done.sources[span.source].text[span.start:span.end] == "1889" and done.sources[0].cited
+
+    def test_typed_extraction_can_be_turned_off(self) -> None:
+        done = finish_answer(_row("In what year was the Eiffel Tower completed?"),
+                             GeneratedText("It was completed in 1901."), AnswerPolicy(abstain_below=0.0, extract=False))
+        assert done.answer == "It was completed in 1901." and done.answer_span is None
 
     def test_repetition_and_extra_sentences_are_trimmed(self) -> None:
         done = finish_answer(_row("Where is it?", similarity=None),
