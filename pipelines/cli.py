@@ -125,9 +125,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines import ingest, query
     from pipelines.ask import answer_lines
 
+    from pipelines.progress import say as say_line
+
     def say(message: str) -> None:
-        if not args.quiet:
-            print(message, file=sys.stderr, flush=True)
+        say_line("beam-rag demo", message)
 
     redis = ["--redis-url", args.redis_url] if args.redis_url else []
     say(f"Redis: {_connection(args).safe_url}")  # starts the embedded one when none is configured
@@ -162,8 +163,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="beam-rag", description="Batch RAG on Apache Beam and Redis")
-    parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show tracebacks, debug logs and the libraries' own warnings and progress bars")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output: the final summary only")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("ingest", help="build or update a knowledge base (Beam pipeline)", add_help=False)
@@ -215,8 +217,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    from pipelines import progress
+
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        progress.quiet_libraries()
+    progress.configure(progress.Verbosity.QUIET if args.quiet else
+                       progress.Verbosity.VERBOSE if args.verbose else progress.Verbosity.NORMAL)
+    try:
+        return _dispatch(parser, args, rest)
+    finally:
+        progress.configure(None)  # an in-process caller's next library call is silent again
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> int:
     try:
         if args.command in ("ingest", "query", "eval"):
             return cmd_pipeline(args, rest)
