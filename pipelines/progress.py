@@ -150,8 +150,13 @@ class _Display(threading.Thread):
         if self.tty:
             from tqdm import tqdm
 
+            try:
+                sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+            except (OSError, ValueError):
+                sized = False
             self.bar = tqdm(total=None, unit=f" {track.unit}", desc=track.prog, file=sys.stderr,
-                            dynamic_ncols=True, mininterval=POLL_SECONDS, leave=True, disable=False)
+                            dynamic_ncols=sized, ncols=None if sized else 100, mininterval=POLL_SECONDS,
+                            leave=True, disable=False)
         if track.total is not None:
             threading.Thread(target=self._count, name="beam-rag-progress-total", daemon=True).start()
 
@@ -205,11 +210,14 @@ def live(options: PipelineOptions, track: Track) -> Iterator[None]:
     folder = tempfile.mkdtemp(prefix="beam-rag-progress-")
     before = os.environ.get(ENV)
     os.environ[ENV] = folder
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     display = _Display(track, folder)
     display.start()
     try:
-        yield
-        time.sleep(FLUSH_SECONDS * 1.2)  # the workers' last counts
+        with logging_redirect_tqdm():  # log lines above the bar, not through it
+            yield
+            time.sleep(FLUSH_SECONDS * 1.2)  # the workers' last counts
     finally:
         display.close()
         if before is None:
@@ -225,16 +233,19 @@ OURS = ("pipelines", "rag_core", "__main__")
 
 
 class _OursOrErrors:
-    """A log filter: our own loggers from INFO, anyone else's (Beam logs on the root logger) only from ERROR."""
+    """A log filter: our own loggers from ``ours`` (INFO; WARNING with ``--quiet``), anyone
+    else's (Beam warns on the root logger) only from ERROR."""
+
+    def __init__(self, ours: int) -> None:
+        self.ours = ours
 
     def filter(self, record: Any) -> bool:
         import logging
 
-        ours = record.name.split(".")[0] in OURS
-        return record.levelno >= (logging.INFO if ours else logging.ERROR)
+        return record.levelno >= (self.ours if record.name.split(".")[0] in OURS else logging.ERROR)
 
 
-def quiet_libraries() -> None:
+def quiet_libraries(quiet: bool = False) -> None:
     """The CLI without ``--verbose``: no dependency warnings, logs or progress bars.
 
     Set through the environment too, before the libraries are imported, so that the
@@ -252,5 +263,6 @@ def quiet_libraries() -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     root.setLevel(logging.INFO)
     for handler in root.handlers:
-        if not any(isinstance(f, _OursOrErrors) for f in handler.filters):
-            handler.addFilter(_OursOrErrors())
+        for old in [f for f in handler.filters if isinstance(f, _OursOrErrors)]:
+            handler.removeFilter(old)
+        handler.addFilter(_OursOrErrors(logging.WARNING if quiet else logging.INFO))

@@ -15,7 +15,6 @@ import os
 import threading
 import time
 import uuid
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ FLUSH_SECONDS = 0.5
 class _Tally:
     """One counter instance's count in one process, and the file it is written to."""
 
-    __slots__ = ("count", "path", "written", "__weakref__")
+    __slots__ = ("count", "path", "written")
 
     def __init__(self, path: Path | None) -> None:
         self.count = 0
@@ -49,7 +48,7 @@ class _Tally:
 
 
 _NO_TALLY = _Tally(None)
-_tallies: "weakref.WeakSet[_Tally]" = weakref.WeakSet()
+_tallies: set[_Tally] = set()  # kept past their DoFn, for its last count; dropped once their run's folder is gone
 _lock = threading.Lock()
 _flusher: tuple[int, threading.Thread] | None = None  # (pid, thread): a forked child starts its own
 
@@ -59,6 +58,8 @@ def _flush_forever() -> None:
         time.sleep(FLUSH_SECONDS)
         for tally in list(_tallies):
             tally.flush()
+            if tally.path is None:
+                _tallies.discard(tally)
 
 
 def _open_tally(name: str) -> _Tally:
