@@ -20,6 +20,40 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=None, sort_keys=False, default=str))
 
 
+def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as aligned columns for a person (``--json`` is the machine form).
+
+    >>> print(format_table([{"alias": "docs", "num_docs": 12}, {"alias": "faq", "num_docs": None}],
+    ...                    ["alias", "num_docs"]))
+    alias  num_docs
+    docs   12
+    faq    -
+    """
+    cells = [list(columns)] + [["-" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in cells)
+
+
+def format_fields(obj: dict[str, Any], skip: Sequence[str] = ()) -> str:
+    """One ``key: value`` line per field (nested values as compact JSON).
+
+    >>> print(format_fields({"running": True, "port": 6379, "embedding": {"dimension": 384}}))
+    running    True
+    port       6379
+    embedding  {"dimension": 384}
+    """
+    keys = [k for k in obj if k not in skip]
+    width = max((len(k) for k in keys), default=0)
+    return "\n".join(f"{k.ljust(width)}  {json.dumps(obj[k]) if isinstance(obj[k], (dict, list)) else obj[k]}"
+                     for k in keys)
+
+
+def _print_index_info(info: dict[str, Any]) -> None:
+    print(format_fields(info, skip=("versions",)))
+    print()
+    print(format_table(info["versions"], ["version", "state", "chunks", "created_at", "published_at", "current"]))
+
+
 def _connection(args: argparse.Namespace) -> Any:
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -53,7 +87,13 @@ def cmd_index(args: argparse.Namespace) -> int:
             out = {"info": catalog.info, "rollback": catalog.rollback, "drop": catalog.drop}[args.index_cmd]()
     finally:
         client.close()
-    _print_json(out)
+    if args.json or args.index_cmd in ("rollback", "drop"):
+        _print_json(out)
+    elif args.index_cmd == "list":
+        print(format_table(out, ["alias", "index", "num_docs", "model", "dimension", "versions", "error"])
+              if out else "no knowledge base yet: build one with `beam-rag ingest`")
+    else:
+        _print_index_info(out)
     return 0
 
 
@@ -68,7 +108,11 @@ def cmd_redis(args: argparse.Namespace) -> int:
 
         kwargs["data_dir"] = Path(args.data_dir)
     server = LocalRedis(**kwargs)
-    _print_json({"start": server.start, "stop": server.stop, "status": server.status}[args.redis_cmd]())
+    out = {"start": server.start, "stop": server.stop, "status": server.status}[args.redis_cmd]()
+    if args.redis_cmd == "status" and not args.json:
+        print(format_fields(out))
+    else:
+        _print_json(out)
     return 0
 
 
@@ -125,9 +169,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines import ingest, query
     from pipelines.ask import answer_lines
 
+    from pipelines.progress import say as say_line
+
     def say(message: str) -> None:
-        if not args.quiet:
-            print(message, file=sys.stderr, flush=True)
+        say_line("beam-rag demo", message)
 
     redis = ["--redis-url", args.redis_url] if args.redis_url else []
     say(f"Redis: {_connection(args).safe_url}")  # starts the embedded one when none is configured
@@ -162,8 +207,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="beam-rag", description="Batch RAG on Apache Beam and Redis")
-    parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show tracebacks, debug logs and the libraries' own warnings and progress bars")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output: the final summary only")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("ingest", help="build or update a knowledge base (Beam pipeline)", add_help=False)
@@ -189,16 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     idx = sub.add_parser("index", help="inspect and manage knowledge-base versions")
     idx_sub = idx.add_subparsers(dest="index_cmd", required=True)
-    idx_sub.add_parser("list").add_argument("--redis-url")
+    json_help = "print JSON (the default is a table for a person)"
+    listing = idx_sub.add_parser("list")
+    listing.add_argument("--redis-url")
+    listing.add_argument("--json", action="store_true", help=json_help)
     for name in ("info", "rollback", "drop"):
         p = idx_sub.add_parser(name)
         p.add_argument("name")
         p.add_argument("--redis-url")
+        p.add_argument("--json", action="store_true", help=json_help if name == "info" else "(always JSON)")
 
     red = sub.add_parser("redis", help="the embedded local Redis server")
     red.add_argument("redis_cmd", choices=["start", "stop", "status"])
     red.add_argument("--port", type=int, default=None)
     red.add_argument("--data-dir", default=None)
+    red.add_argument("--json", action="store_true", help="status as JSON (start and stop always print JSON)")
 
     demo = sub.add_parser("demo", help="build a sample knowledge base about beam-rag and answer questions from it")
     demo.add_argument("--redis-url", help="default: $REDIS_URL, else the embedded local Redis (started if needed)")
@@ -215,8 +266,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    from pipelines import progress
+
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        progress.quiet_libraries(quiet=args.quiet)
+    progress.configure(progress.Verbosity.QUIET if args.quiet else
+                       progress.Verbosity.VERBOSE if args.verbose else progress.Verbosity.NORMAL)
+    try:
+        return _dispatch(parser, args, rest)
+    finally:
+        progress.configure(None)  # an in-process caller's next library call is silent again
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> int:
     try:
         if args.command in ("ingest", "query", "eval"):
             return cmd_pipeline(args, rest)

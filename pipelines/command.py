@@ -69,8 +69,10 @@ def print_help(prog: str, description: str, options: Iterable[type[PipelineOptio
 
 
 def progress(prog: str, message: str) -> None:
-    """One progress line on stderr (stdout's last line is the JSON summary)."""
-    print(f"{prog}: {message}", file=sys.stderr, flush=True)
+    """One progress line on stderr (stdout's last line is the JSON summary); none with ``--quiet``."""
+    from pipelines.progress import say
+
+    say(prog, message)
 
 
 def run_as_command(run: Run, argv: Sequence[str] | None, help: Callable[[], None] | None = None,

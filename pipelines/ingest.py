@@ -21,6 +21,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.command import PipelineCommand, read_metrics
+from pipelines.progress import Track, count_records, live
 from pipelines.options import (BuildMode, CommonOptions, EmbeddingOptions, IngestOptions, RedisOptions,
                                resolve_connection)
 from rag_core.chunking import ChunkFn, ChunkingConfig
@@ -138,8 +139,13 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         os.makedirs(folder, exist_ok=True)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options, plan)
-    result = pipeline.run()
-    result.wait_until_finish()
+    common = options.view_as(CommonOptions)
+    fmt = options.view_as(IngestOptions).format
+    with live(options, Track("beam-rag ingest", "documents_chunked", "docs",
+                             total=lambda: count_records(common.input, fmt),
+                             also={"chunks written": "chunks_written"})):
+        result = pipeline.run()
+        result.wait_until_finish()
     counters = read_metrics(result)
     return {
         "index": plan.layout.alias,

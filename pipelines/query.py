@@ -41,6 +41,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.enrichment import Enrichment
 
 from pipelines.command import PipelineCommand, read_metrics
+from pipelines.progress import Track, count_records, live
 from pipelines.options import CommonOptions, EmbeddingOptions, QueryOptions, RedisOptions, resolve_connection
 from rag_core.answers import (ABSTAINED, ANSWER, CONTEXT, FAILED, AnswerPolicy, BuildPromptFn, CheckRetrievalFn,
                               failed_batch_to_keyed_reasons, join_answer, resolve_min_score, retrieved_row)
@@ -194,8 +195,11 @@ def run(argv: Sequence[str] | None = None, generator_handler: GeneratorHandler |
             os.makedirs(folder, exist_ok=True)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options, plan, generator_handler)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with live(options, Track("beam-rag query", "questions_answered", "questions",
+                             total=lambda: count_records(common.input, "jsonl"),
+                             also={"dead-lettered": "questions_dead_lettered"})):
+        result = pipeline.run()
+        result.wait_until_finish()
     counters = read_metrics(result, also={GENERATION_NAMESPACE: ("tokens_generated",)})
     read = counters.get("questions", 0)
     answered = counters.get("questions_answered", 0)

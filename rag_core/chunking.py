@@ -220,6 +220,7 @@ import apache_beam as beam  # noqa: E402  (only the DoFn below needs Beam; the c
 from apache_beam.metrics import Metrics  # noqa: E402
 
 from rag_core.sinks import DEAD_LETTER, METRICS_NAMESPACE  # noqa: E402
+from rag_core.progress import ProgressCounter  # noqa: E402
 from rag_core.types import DeadLetter  # noqa: E402
 
 
@@ -235,6 +236,7 @@ class ChunkFn(beam.DoFn):
         self.tokenizer_path = tokenizer_path
         self.config = config
         self._chunks = Metrics.counter(METRICS_NAMESPACE, "chunks")
+        self._done = ProgressCounter("documents_chunked")  # the CLI's live progress
         self._truncated = Metrics.counter(METRICS_NAMESPACE, "documents_truncated")
         self._dropped = Metrics.counter(METRICS_NAMESPACE, "chunks_dropped")
 
@@ -245,6 +247,7 @@ class ChunkFn(beam.DoFn):
         self._chunker = Chunker(hf_token_spans(tokenizer), self.config)
 
     def process(self, doc: Document) -> Iterator[Any]:
+        self._done.inc()
         try:
             chunks = self._chunker(doc)
         except Exception as exc:  # a tokenizer failure on one document must not kill the job

@@ -23,6 +23,7 @@ from apache_beam.ml.rag.ingestion.base import VectorDatabaseWriteConfig
 from apache_beam.transforms.window import GlobalWindows
 
 from rag_core.errors import ConfigError, RedisUnavailableError
+from rag_core.progress import counter as progress_counter
 from rag_core.retry import NO_RETRY, RetryPolicy, call_with_retries
 from rag_core.store.connection import RedisConnection
 from rag_core.store.schema import META_PREFIX, FieldKind, merge_field_kinds, metadata_field
@@ -185,7 +186,7 @@ class _WriteToRedis(beam.PTransform):
 class _WriteChunksFn(beam.DoFn):
     def __init__(self, config: RedisVectorWriterConfig):
         self.config = config
-        self._chunks = Metrics.counter("beam_rag", "chunks_written")
+        self._chunks = progress_counter("beam_rag", "chunks_written")
         self._retries = Metrics.counter("beam_rag", "redis_write_retries")
 
     def setup(self) -> None:

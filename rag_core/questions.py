@@ -18,11 +18,11 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.metrics import Metrics
 
 from rag_core.documents import clean_text
 from rag_core.errors import ConfigError
 from rag_core.filters import validate_filter
+from rag_core.progress import counter as progress_counter
 from rag_core.sinks import DEAD_LETTER, METRICS_NAMESPACE
 from rag_core.store.schema import FieldKind
 from rag_core.types import Chunk, Content, DeadLetter
@@ -141,7 +141,7 @@ class _ParseQuestionsFn(beam.DoFn):
         self.max_chars = max_chars
         self.kinds = kinds
         self.many_files = many_files
-        self._questions = Metrics.counter(METRICS_NAMESPACE, "questions")
+        self._questions = progress_counter(METRICS_NAMESPACE, "questions")
 
     def process(self, readable: fileio.ReadableFile) -> Iterator[Any]:
         path = readable.metadata.path

@@ -21,6 +21,7 @@ from rag_core.documents import (
     DEFAULT_MAX_DOC_BYTES, FieldMap, document_from_file, document_from_json_line, document_from_record,
 )
 from rag_core.errors import ConfigError
+from rag_core.progress import counter as progress_counter
 from rag_core.sinks import DEAD_LETTER, METRICS_NAMESPACE
 from rag_core.types import DeadLetter, Document
 
@@ -100,7 +101,7 @@ class _ParseFileFn(beam.DoFn):
         self.fmt = fmt
         self.fields = fields
         self.max_doc_bytes = max_doc_bytes
-        self._read = Metrics.counter(METRICS_NAMESPACE, "documents_read")
+        self._read = progress_counter(METRICS_NAMESPACE, "documents_read")
         self._bytes = Metrics.counter(METRICS_NAMESPACE, "bytes_read")
 
     def process(self, readable: fileio.ReadableFile) -> Iterator[Any]:

@@ -30,9 +30,9 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from rag_core.errors import ConfigError
+from rag_core.progress import counter as progress_counter
 from rag_core.types import DeadLetter
 from rag_core.validation import check_int
 
@@ -233,7 +233,7 @@ class _CountFn(beam.DoFn):
     def __init__(self, counter: str, convert: Any = None):
         self.counter = counter
         self.convert = convert
-        self._count = Metrics.counter(METRICS_NAMESPACE, counter)
+        self._count = progress_counter(METRICS_NAMESPACE, counter)
 
     def process(self, element: Any) -> Iterator[Any]:
         self._count.inc()

@@ -13,11 +13,15 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from rag_core.errors import ModelNotAvailableError
 from rag_core import paths
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = [
     "SMOLLM2_CACHE_NAME",
@@ -119,6 +123,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:  # pragma: no cover - hard dependencies
         raise ModelNotAvailableError(f"cannot load the generator: {exc}") from exc
+    started = time.monotonic()
+    _LOG.info("Converting the packaged SmolLM2 GGUF for transformers, once (about 20 s; reused afterwards)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -134,3 +140,4 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    _LOG.info("SmolLM2 converted in %.0f s", time.monotonic() - started)

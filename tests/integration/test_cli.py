@@ -37,15 +37,15 @@ def test_ask_json_retrieval_only_and_abstains_off_topic(kb, redis_url, capsys):
 
 def test_index_info_list_rollback_drop(kb, build_index, facts, redis_url, capsys):
     name = kb
-    assert cli.main(["index", "info", name, "--redis-url", redis_url]) == 0
+    assert cli.main(["index", "info", name, "--redis-url", redis_url, "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
     assert {"alias", "index", "num_docs", "versions"} <= set(first) and first["num_docs"] == len(facts)
     copy = "t_cli_copy"
     build_index(copy, facts)
     build_index(copy, facts)  # a second version, so there is one to roll back to
-    assert cli.main(["index", "list", "--redis-url", redis_url]) == 0
+    assert cli.main(["index", "list", "--redis-url", redis_url, "--json"]) == 0
     assert {name, copy} <= {row["alias"] for row in json.loads(capsys.readouterr().out)}
-    assert cli.main(["index", "info", copy, "--redis-url", redis_url]) == 0
+    assert cli.main(["index", "info", copy, "--redis-url", redis_url, "--json"]) == 0
     before = json.loads(capsys.readouterr().out)
     assert cli.main(["index", "rollback", copy, "--redis-url", redis_url]) == 0
     rolled = json.loads(capsys.readouterr().out)

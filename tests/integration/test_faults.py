@@ -525,7 +525,7 @@ def test_cli_local_redis_keeps_data_across_stop_start_and_a_crash(tmp_path: Path
 
         code, stopped, _ = _cli_json(["redis", "stop", *base], capsys)
         assert code == 0 and stopped["running"] is False
-        code, status, _ = _cli_json(["redis", "status", *base], capsys)
+        code, status, _ = _cli_json(["redis", "status", "--json", *base], capsys)
         assert code == 0 and status["running"] is False
         code, started, _ = _cli_json(["redis", "start", *base], capsys)
         assert code == 0 and started["running"]
@@ -536,7 +536,7 @@ def test_cli_local_redis_keeps_data_across_stop_start_and_a_crash(tmp_path: Path
         client.close()
 
         server.kill()  # SIGKILL: only the AOF (appendfsync everysec, already written) survives
-        code, status, _ = _cli_json(["redis", "status", *base], capsys)
+        code, status, _ = _cli_json(["redis", "status", "--json", *base], capsys)
         assert code == 0 and status["running"] is False
         code, started, _ = _cli_json(["redis", "start", *base], capsys)
         assert code == 0 and started["running"]

@@ -84,7 +84,7 @@ class TestAuthentication:
         monkeypatch.setenv("REDIS_URL", auth_server.url)
         summary = ingest.run(["--input", str(docs(tmp_path)), "--index", "kb_env"])
         assert summary["documents_indexed"] == 3
-        assert cli.main(["index", "info", "kb_env"]) == 0
+        assert cli.main(["index", "info", "kb_env", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["num_docs"] == 3
 
     @pytest.mark.parametrize("where", ["url", "env"])
@@ -336,7 +336,7 @@ class TestMutualTls:
         monkeypatch.setenv("REDIS_SSL_CA_CERTS", str(pki.ca))
         monkeypatch.setenv("REDIS_SSL_CERTFILE", str(pki.client_cert))
         monkeypatch.setenv("REDIS_SSL_KEYFILE", str(pki.client_key))
-        assert cli.main(["index", "info", "kb_tls", "--redis-url", url]) == 0
+        assert cli.main(["index", "info", "kb_tls", "--redis-url", url, "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["num_docs"] == 5
 
     def test_wrong_ca_fails_clearly(self, tls_redis: tuple[LocalRedis, int], pki: Pki, tmp_path: Path,
