@@ -162,10 +162,10 @@ class RedisOptions(PipelineOptions):
         parser.add_argument("--redis-url", "--redis_url", dest="redis_url", default=None,
                             help="Redis URL (redis:// or rediss://). Default: $REDIS_URL, else the "
                                  "embedded local Redis, started if needed.")
-        parser.add_argument("--redis-password-file", dest="redis_password_file", default=None,
+        parser.add_argument("--redis-password-file", "--redis_password_file", dest="redis_password_file", default=None,
                             help="file whose first line is the Redis password, read by each worker "
                                  "(default: $REDIS_PASSWORD, else the embedded server's own file)")
-        parser.add_argument("--redis-password-secret", dest="redis_password_secret", default=None,
+        parser.add_argument("--redis-password-secret", "--redis_password_secret", dest="redis_password_secret", default=None,
                             help="Google Secret Manager version holding the password, read by each worker: "
                                  "projects/P/secrets/S/versions/V")
         parser.add_argument("--redis-ca-cert", dest="redis_ca_cert", default=None,
