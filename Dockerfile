@@ -48,11 +48,13 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # The project itself (its dependencies are all in place: nothing else is resolved here).
 COPY rag_core ./rag_core
 COPY pipelines ./pipelines
+# The home (models, dead letters, an embedded Redis's data and password) belongs to the
+# beamrag user alone, never world-writable; another UID mounts its own folder there
+# or sets BEAM_RAG_HOME (docker-compose.yml: /data/.beam-rag).
 RUN pip install --no-deps -c constraints.txt . \
-    && mkdir -p /var/lib/beam-rag \
-    && chmod 1777 /var/lib/beam-rag \
     && groupadd --gid 10001 beamrag \
-    && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin beamrag
+    && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin beamrag \
+    && install -d -m 0700 -o beamrag -g beamrag /var/lib/beam-rag
 
 # Dataflow: Beam's worker boot + the Flex Template launcher on top of the same install.
 # The documented equivalent of the first COPY is

@@ -108,12 +108,27 @@ def cmd_redis(args: argparse.Namespace) -> int:
 
         kwargs["data_dir"] = Path(args.data_dir)
     server = LocalRedis(**kwargs)
+    if args.redis_cmd == "url":
+        print(_local_url(server, args.show_password))
+        return 0
     out = {"start": server.start, "stop": server.stop, "status": server.status}[args.redis_cmd]()
     if args.redis_cmd == "status" and not args.json:
         print(format_fields(out))
     else:
         _print_json(out)
     return 0
+
+
+def _local_url(server: Any, show_password: bool) -> str:
+    """The embedded server's URL; with ``show_password``, with the password in it (for a person)."""
+    from urllib.parse import quote
+
+    status = server.status()
+    url = str(status["url"])
+    password = server.auth_password() if show_password else None
+    if not password:
+        return url
+    return url.replace("redis://", f"redis://:{quote(password, safe='')}@", 1)
 
 
 def cmd_pipeline(args: argparse.Namespace, rest: list[str]) -> int:
@@ -246,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help=json_help if name == "info" else "(always JSON)")
 
     red = sub.add_parser("redis", help="the embedded local Redis server")
-    red.add_argument("redis_cmd", choices=["start", "stop", "status"])
+    red.add_argument("redis_cmd", choices=["start", "stop", "status", "url"])
+    red.add_argument("--show-password", action="store_true",
+                     help="url: include the password (it is then on your screen and in your shell)")
     red.add_argument("--port", type=int, default=None)
     red.add_argument("--data-dir", default=None)
     red.add_argument("--json", action="store_true", help="status as JSON (start and stop always print JSON)")

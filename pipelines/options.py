@@ -10,6 +10,7 @@ break the other pipeline in the same process); each plan checks its own.
 
 from __future__ import annotations
 
+import logging
 import os
 from enum import Enum
 from typing import Any
@@ -29,6 +30,7 @@ from rag_core.sinks import OUTPUT_FORMATS
 from rag_core.store.connection import RedisConnection
 
 EMBEDDING_BACKENDS = tuple(b.value for b in EmbeddingBackend)
+_LOG = logging.getLogger(__name__)
 
 
 class BuildMode(str, Enum):
@@ -156,13 +158,19 @@ class QueryOptions(PipelineOptions):
 
 
 class RedisOptions(PipelineOptions):
-    """Where Redis is. Credentials may be in the URL or in REDIS_USERNAME / REDIS_PASSWORD."""
+    """Where Redis is, and where its password is read from (never the command line, ideally)."""
 
     @classmethod
     def _add_argparse_args(cls, parser: Any) -> None:
         parser.add_argument("--redis-url", "--redis_url", dest="redis_url", default=None,
                             help="Redis URL (redis:// or rediss://). Default: $REDIS_URL, else the "
                                  "embedded local Redis, started if needed.")
+        parser.add_argument("--redis-password-file", "--redis_password_file", dest="redis_password_file", default=None,
+                            help="file whose first line is the Redis password, read by each worker "
+                                 "(default: $REDIS_PASSWORD, else the embedded server's own file)")
+        parser.add_argument("--redis-password-secret", "--redis_password_secret", dest="redis_password_secret", default=None,
+                            help="Google Secret Manager version holding the password, read by each worker: "
+                                 "projects/P/secrets/S/versions/V")
         parser.add_argument("--redis-ca-cert", dest="redis_ca_cert", default=None,
                             help="CA bundle for rediss:// (or $REDIS_SSL_CA_CERTS)")
         parser.add_argument("--redis-client-cert", dest="redis_client_cert", default=None,
@@ -185,24 +193,68 @@ class EmbeddingOptions(PipelineOptions):
 def resolve_connection(options: PipelineOptions) -> RedisConnection:
     """``--redis-url``, else ``$REDIS_URL``, else the embedded local server (started if needed).
 
+    The password: one typed into the URL (works, with a warning: ``ps`` shows it and
+    it travels with the job), else ``--redis-password-file``, ``--redis-password-secret``,
+    ``$REDIS_PASSWORD``, else the embedded server's own password file. All but the
+    first travel as references that the workers read in ``setup()``.
+
     Afterwards the option holds the URL without credentials, so Beam's display
-    data and logs never carry the password; the connection object carries it.
+    data and logs never carry the password.
     """
+    from rag_core.store.connection import PasswordFile
+    from rag_core.store.local_server import local_password_file, running_server
+
     ropts = options.view_as(RedisOptions)
     url = ropts.redis_url or os.environ.get("REDIS_URL")
     tls = {"ssl_ca_certs": ropts.redis_ca_cert, "ssl_certfile": ropts.redis_client_cert,
            "ssl_keyfile": ropts.redis_client_key}
-    if not url:
-        from rag_core.store.local_server import ensure_running
+    secret: Any = None
+    if ropts.redis_password_file:
+        secret = PasswordFile(ropts.redis_password_file)
+    elif ropts.redis_password_secret:
+        from apache_beam.utils.secret import GcpSecret
 
-        url = ensure_running()
-    conn = RedisConnection.from_env(url, **tls)
+        secret = GcpSecret(ropts.redis_password_secret)
+    if not url:
+        server = running_server()
+        url = server.url
+        if secret is None and server.password_file.is_file():
+            secret = PasswordFile(server.password_file)
+        conn = RedisConnection.from_url(url, password_secret=secret, **tls)
+    else:
+        conn = RedisConnection.from_url(url, **tls)
+        if conn.password is not None:
+            _LOG.warning("The Redis password in the URL is visible to other users (ps) and travels with the "
+                         "job: prefer --redis-password-file or REDIS_PASSWORD")
+        elif secret is None and not os.environ.get("REDIS_PASSWORD"):
+            parts = urlsplit_safe(conn.url)
+            local = local_password_file(*parts)
+            secret = PasswordFile(local) if local is not None else None
+        if secret is not None and conn.password is None:
+            conn = RedisConnection.from_url(url, password_secret=secret, **tls)
+        conn = RedisConnection.from_env(conn.url, **_credentials(conn), **tls)
     ropts.redis_url = conn.safe_url
     _scrub_flags(options, conn.safe_url)
     return conn
 
 
 _URL_FLAGS = ("--redis-url", "--redis_url")
+
+
+def urlsplit_safe(url: str) -> tuple[str | None, int | None]:
+    """``(host, port)`` of a URL, ``(None, None)`` when it has none."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        return parts.hostname, parts.port
+    except ValueError:
+        return None, None
+
+
+def _credentials(conn: RedisConnection) -> dict[str, Any]:
+    """The credential fields of ``conn``, to carry through ``from_env`` (set ones win there)."""
+    return {"username": conn.username, "password": conn.password, "password_secret": conn.password_secret}
 
 
 def _scrub_flags(options: PipelineOptions, safe_url: str) -> None:

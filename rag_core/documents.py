@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
@@ -76,7 +77,7 @@ def _normalise_metadata(raw: Any) -> tuple[dict[str, MetadataValue], str | None]
         if key in RESERVED_KEYS:
             return {}, f"metadata key {key!r} is reserved"
         if isinstance(value, bool) or isinstance(value, str):
-            out[key] = clean_text(value) if isinstance(value, str) else value
+            out[key] = unicodedata.normalize("NFC", clean_text(value)) if isinstance(value, str) else value
         elif isinstance(value, (int, float)):
             if isinstance(value, float) and not math.isfinite(value):
                 return {}, f"metadata value for {key!r} must be finite"
@@ -103,7 +104,7 @@ def document_from_record(
     if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
         return DeadLetter(source, f"id must be a string or integer, got {type(raw_id).__name__}",
                           excerpt=_excerpt(raw_id))
-    doc_id = clean_text(str(raw_id)).strip()
+    doc_id = unicodedata.normalize("NFC", clean_text(str(raw_id)).strip())  # one id, however it was typed
     if not doc_id:
         return DeadLetter(source, f"id field {fields.id_field!r} is empty once control characters are removed",
                           excerpt=_excerpt(raw_id))

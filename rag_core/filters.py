@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, Iterable, Mapping
 
 from redisvl.query.filter import FilterExpression, Num, Tag
@@ -102,7 +103,7 @@ def normalize_tag_value(value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"filter values must be strings or numbers, got {type(value).__name__}")
     text = _CONTROL_CHARS.sub("", value.replace("\r\n", "\n")).strip(_ASCII_WHITESPACE)
-    return text
+    return unicodedata.normalize("NFC", text)  # a filter typed in NFD matches the NFC the index holds
 
 
 def escape_tag_value(value: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import apache_beam as beam
 from apache_beam.io import fileio
 
-from rag_core.documents import clean_text
+from rag_core.documents import DEFAULT_MAX_DOC_BYTES, clean_text
 from rag_core.errors import ConfigError
 from rag_core.filters import validate_filter
 from rag_core.progress import counter as progress_counter
@@ -135,6 +135,9 @@ def _is_jsonl(path: str) -> bool:
     return name.endswith(_JSONL_EXTENSIONS)
 
 
+MAX_QUESTION_LINE_BYTES = DEFAULT_MAX_DOC_BYTES + 1  # the JSONL documents' bound, newline included
+
+
 class _ParseQuestionsFn(beam.DoFn):
     def __init__(self, input_format: str, max_chars: int, kinds: dict[str, FieldKind], many_files: bool):
         self.input_format = input_format
@@ -147,11 +150,18 @@ class _ParseQuestionsFn(beam.DoFn):
         path = readable.metadata.path
         jsonl = _is_jsonl(path) if self.input_format == "auto" else self.input_format == "jsonl"
         base = path.rsplit("/", 1)[-1]
-        with readable.open() as fh:
-            for n, line in enumerate(fh, 1):
+        from rag_core.readers import bounded_lines, open_bounded
+
+        with open_bounded(readable) as fh:
+            # Line by line under the documents' JSONL bound: a huge line is skipped, never held whole.
+            for n, (line, line_bytes) in enumerate(bounded_lines(fh, MAX_QUESTION_LINE_BYTES), 1):
                 line_id = f"{base}:{n}" if self.many_files else str(n)
-                result = parse_question(line.rstrip(b"\r\n"), f"{path}:{n}", line_id, jsonl, self.max_chars,
-                                        self.kinds)
+                if line is None:
+                    result: Any = _dead(f"{path}:{n}", f"question line larger than {MAX_QUESTION_LINE_BYTES} "
+                                                       f"bytes ({line_bytes} bytes)", id=line_id)
+                else:
+                    result = parse_question(line.rstrip(b"\r\n"), f"{path}:{n}", line_id, jsonl, self.max_chars,
+                                            self.kinds)
                 if result is None:
                     continue
                 self._questions.inc()

@@ -3,14 +3,20 @@ local or ``gs://``, through ``fileio.MatchFiles`` / ``ReadMatches``.
 
 Every input record becomes a ``Document`` (main output) or a ``DeadLetter``
 (tagged output) with its ``path:line``, so counts always reconcile.
+
+One byte budget per record (``--max-doc-bytes``) holds while reading, in every
+format: ``.gz`` files are decompressed in bounded blocks (a gzip bomb stops at the
+limit), CSV fields are bounded by ``csv.field_size_limit`` (an unbalanced quote
+dead-letters the rest of the file, with its line), Parquet rows are sized from
+the Arrow batch before any Python object is built.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import os
-import sys
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -92,6 +98,46 @@ def bounded_lines(fh: Any, max_line_bytes: int, block_size: int = _READ_BLOCK) -
         yield (None if too_long else bytes(kept)), size
 
 
+def open_bounded(readable: fileio.ReadableFile) -> Any:
+    """A binary file object whose ``read(n)`` never decompresses more than ``n`` bytes.
+
+    ``.gz`` goes through :class:`gzip.GzipFile` over the raw bytes (Beam's own
+    decompressor inflates a whole compressed block at once, unbounded for a bomb).
+    """
+    from apache_beam.io.filesystem import CompressionTypes
+
+    if readable.metadata.path.lower().endswith(".gz"):
+        return gzip.GzipFile(fileobj=readable.open(compression_type=CompressionTypes.UNCOMPRESSED), mode="rb")
+    return readable.open()
+
+
+def parquet_row_bytes(batch: Any) -> list[int]:
+    """The bytes of each row of an Arrow record batch, read from the batch's buffers.
+
+    String and binary columns count their values' lengths exactly; other columns
+    their average width (``nbytes / rows``).
+
+    >>> import pyarrow as pa
+    >>> parquet_row_bytes(pa.RecordBatch.from_pydict({"id": ["a", "bbb"], "n": [1, 2]}))
+    [9, 11]
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = batch.num_rows
+    totals = [0] * rows
+    for column in batch.columns:
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
+                or pa.types.is_large_binary(kind):
+            sizes = pc.fill_null(pc.binary_length(column), 0).to_pylist()
+        else:
+            width = column.nbytes // max(rows, 1)
+            sizes = [width] * rows
+        totals = [a + b for a, b in zip(totals, sizes)]
+    return totals
+
+
 def _undecodable(row: dict[str, Any]) -> bool:
     return any(isinstance(v, str) and any("\udc80" <= ch <= "\udcff" for ch in v) for v in row.values())
 
@@ -121,14 +167,25 @@ class _ParseFileFn(beam.DoFn):
         if fmt is None:
             yield DeadLetter(path, "unknown file format: name it with --format", id=path)
         elif fmt == "text":
-            if size > self.max_doc_bytes:
+            compressed = path.lower().endswith(".gz")
+            if size > self.max_doc_bytes and not compressed:
                 yield DeadLetter(path, f"document larger than --max-doc-bytes ({size} > {self.max_doc_bytes} bytes)",
                                  id=path)
+                return
+            data = bytearray()
+            with open_bounded(readable) as fh:  # decompressed bytes, in blocks: reading stops at the limit
+                while len(data) <= self.max_doc_bytes:
+                    block = fh.read(min(_READ_BLOCK, self.max_doc_bytes + 1 - len(data)))
+                    if not block:
+                        break
+                    data += block
+            if len(data) > self.max_doc_bytes:
+                yield DeadLetter(path, f"document larger than --max-doc-bytes (more than {self.max_doc_bytes} "
+                                       "bytes decompressed)", id=path)
             else:
-                with readable.open() as fh:
-                    yield document_from_file(path, fh.read(), self.max_doc_bytes)
+                yield document_from_file(path, bytes(data), self.max_doc_bytes)
         elif fmt == "jsonl":
-            with readable.open() as fh:
+            with open_bounded(readable) as fh:
                 # Bounded: a line over --max-doc-bytes is counted and skipped, never held whole.
                 for n, (line, line_bytes) in enumerate(bounded_lines(fh, self.max_doc_bytes + 1), 1):
                     if line is None:
@@ -140,32 +197,63 @@ class _ParseFileFn(beam.DoFn):
                     if doc is not None:
                         yield doc
         elif fmt == "csv":
-            csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-            delimiter = "\t" if path.lower().rstrip(".gz").endswith(".tsv") else ","
-            with readable.open() as fh:
-                text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
-                reader = csv.DictReader(text, delimiter=delimiter)
+            yield from self._parse_csv(readable, path)
+        elif fmt == "parquet":
+            yield from self._parse_parquet(readable, path)
+
+    def _parse_csv(self, readable: fileio.ReadableFile, path: str) -> Iterator[Document | DeadLetter]:
+        """Rows of a CSV/TSV; a field over the budget or an unbalanced quote ends the file as one dead letter."""
+        # Per process, not per file: every reader in it shares the same --max-doc-bytes.
+        csv.field_size_limit(self.max_doc_bytes + 1)
+        name = path.lower()[:-3] if path.lower().endswith(".gz") else path.lower()
+        delimiter = "\t" if name.endswith(".tsv") else ","
+        with open_bounded(readable) as fh:
+            text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            reader = csv.DictReader(text, delimiter=delimiter, strict=True)
+            try:
                 if reader.fieldnames is None:
                     return
-                for row in reader:
-                    source = f"{path}:{reader.line_num}"
-                    row = {k: v for k, v in row.items() if k is not None}
-                    if _undecodable(row):
-                        yield DeadLetter(source, "undecodable bytes (not UTF-8)")
-                    elif sum(len(v or "") for v in row.values()) > self.max_doc_bytes:
-                        yield DeadLetter(source, f"document larger than --max-doc-bytes ({self.max_doc_bytes} bytes)")
-                    else:
-                        yield document_from_record({k: (v if v != "" else None) for k, v in row.items()},
-                                                   source, self.fields, extra_metadata=True)
-        elif fmt == "parquet":
-            import pyarrow.parquet as pq
+            except csv.Error as exc:
+                yield DeadLetter(f"{path}:1", f"malformed CSV header ({exc}); the file is not read")
+                return
+            while True:
+                start = reader.line_num + 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield DeadLetter(f"{path}:{start}", f"malformed CSV from line {start} ({exc}, e.g. an "
+                                                        "unbalanced quote or a field over --max-doc-bytes): "
+                                                        "the rest of the file is not read")
+                    return
+                source = f"{path}:{reader.line_num}"
+                row = {k: v for k, v in row.items() if k is not None}
+                if _undecodable(row):
+                    yield DeadLetter(source, "undecodable bytes (not UTF-8)")
+                elif sum(len(v or "") for v in row.values()) > self.max_doc_bytes:
+                    yield DeadLetter(source, f"document larger than --max-doc-bytes ({self.max_doc_bytes} bytes)")
+                else:
+                    yield document_from_record({k: (v if v != "" else None) for k, v in row.items()},
+                                               source, self.fields, extra_metadata=True)
 
-            with readable.open() as fh:
-                n = 0
-                for batch in pq.ParquetFile(fh).iter_batches(batch_size=1024):
-                    for row in batch.to_pylist():
-                        n += 1
-                        yield document_from_record(row, f"{path}:row{n}", self.fields, extra_metadata=True)
+    def _parse_parquet(self, readable: fileio.ReadableFile, path: str) -> Iterator[Document | DeadLetter]:
+        """Rows of a Parquet file; a row over the budget is dead-lettered from its Arrow size."""
+        import pyarrow.parquet as pq
+
+        with readable.open() as fh:
+            n = 0
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=256):
+                sizes = parquet_row_bytes(batch)
+                keep = [i for i, row_bytes in enumerate(sizes) if row_bytes <= self.max_doc_bytes]
+                rows = iter(batch.take(keep).to_pylist() if len(keep) < len(sizes) else batch.to_pylist())
+                for row_bytes in sizes:
+                    n += 1
+                    if row_bytes > self.max_doc_bytes:
+                        yield DeadLetter(f"{path}:row{n}", f"document larger than --max-doc-bytes "
+                                                           f"({row_bytes} > {self.max_doc_bytes} bytes)")
+                    else:
+                        yield document_from_record(next(rows), f"{path}:row{n}", self.fields, extra_metadata=True)
 
 
 class ReadDocuments(beam.PTransform):

@@ -20,6 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("BEAM_RAG_CACHE_DIR", os.path.expanduser("~/.beam-rag/models"))
 os.environ["BEAM_RAG_HOME"] = os.environ.get("BEAM_RAG_TEST_HOME") or tempfile.mkdtemp(prefix="beam-rag-test-")
 
+from rag_core.paths import redis_data_dir  # noqa: E402
 from rag_core.store.connection import RedisConnection  # noqa: E402
 from rag_core.store.local_server import LocalRedis  # noqa: E402
 
@@ -38,13 +39,24 @@ def free_port() -> Callable[[], int]:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
-    """The embedded Redis + RediSearch, in a temporary folder on a free port."""
-    server = LocalRedis(data_dir=tmp_path_factory.mktemp("redis"), port=_free_port())
+    """The embedded Redis + RediSearch, as every command finds it: the (throwaway) home's
+    default folder, with its generated password, on a free port.
+
+    Tests pass ``redis_url`` (no password in it) and the CLI and pipelines find the
+    password themselves, as they do for a user; a server already running there
+    (``BEAM_RAG_TEST_HOME``) is used as it is.
+    """
+    server = LocalRedis(data_dir=redis_data_dir(), port=_free_port())
+    running = server._running()
+    if running is not None:
+        server.port = running[1]
     server.start()
+    assert server.status()["auth"] is True, "the session Redis must require a password"
     try:
         yield server
     finally:
-        server.stop()
+        if running is None:
+            server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +65,8 @@ def redis_url(redis_server: LocalRedis) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_conn(redis_url: str) -> RedisConnection:
-    return RedisConnection.from_url(redis_url)
+def redis_conn(redis_url: str, redis_server: LocalRedis) -> RedisConnection:
+    return RedisConnection.from_url(redis_url, password=redis_server.password)
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@
 #   KB_INDEX          knowledge-base name                               default: docs
 #   BEAM_RAG          the beam-rag executable                          default: beam-rag on PATH
 #   REBUILD_TIMEOUT   seconds before a run is stopped                   default: 7200
-#   BEAM_RAG_LOCK     lock file                                         default: /tmp/beam-rag-rebuild-$KB_INDEX.lock
+#   BEAM_RAG_LOCK     lock file            default: $XDG_RUNTIME_DIR, else ~/.beam-rag, /beam-rag-rebuild-$KB_INDEX.lock
+#                     (never a predictable path in world-writable /tmp, where another user could hold it)
 #
 # While a run holds the lock, a new one logs that it skipped and exits 0, so a slow
 # rebuild never overlaps the next one. The lock is not passed on to beam-rag (flock -o),
@@ -27,7 +28,11 @@ fi
 : "${KB_INPUT:?set KB_INPUT to the files to index, e.g. '/srv/docs/*.jsonl'}"
 index=${KB_INDEX:-docs}
 beam_rag=${BEAM_RAG:-beam-rag}
-lock=${BEAM_RAG_LOCK:-/tmp/beam-rag-rebuild-$index.lock}
+if [ -z "${BEAM_RAG_LOCK:-}" ]; then
+    lock_dir=${XDG_RUNTIME_DIR:-${BEAM_RAG_HOME:-$HOME/.beam-rag}}  # the user's own folder
+    mkdir -p -m 0700 "$lock_dir"
+fi
+lock=${BEAM_RAG_LOCK:-$lock_dir/beam-rag-rebuild-$index.lock}
 busy=75  # EX_TEMPFAIL: only flock returns it here
 
 stamp() { date -u +%Y-%m-%dT%H:%M:%SZ; }

@@ -10,7 +10,8 @@
 #   PROJECT, REGION, BUCKET       GCP project, Dataflow region, bucket for the spec and temp files
 #   KB_INPUT                      e.g. gs://my-bucket/docs/*.jsonl
 #   KB_INDEX                      default docs
-#   KB_REDIS_URL                  redis:// URL the workers can reach (see metadata.json about secrets)
+#   KB_REDIS_URL                  redis:// URL the workers can reach, without credentials
+#   KB_REDIS_PASSWORD_SECRET      projects/P/secrets/S/versions/V with the Redis password (read by each worker)
 #   SCHEDULE                      cron for `schedule`, default "17 3 * * *" (UTC)
 #   SCHEDULER_SA                  service account that Cloud Scheduler calls Dataflow as
 #   TAG                           image tag, default 0.1.0
@@ -39,7 +40,7 @@ case "${1:-}" in
       --metadata-file "$HERE/metadata.json"
     ;;
   run)
-    : "${KB_INPUT:?}" "${KB_REDIS_URL:?}"
+    : "${KB_INPUT:?}" "${KB_REDIS_URL:?}" "${KB_REDIS_PASSWORD_SECRET:?}"
     # ^|^ makes | the separator, so values may contain commas.
     gcloud dataflow flex-template run "beam-rag-rebuild-$KB_INDEX-$(date -u +%Y%m%d-%H%M%S)" \
       --project "$PROJECT" \
@@ -50,11 +51,11 @@ case "${1:-}" in
       --worker-machine-type n1-standard-4 \
       --max-workers 8 \
       --additional-experiments no_use_multiple_sdk_containers \
-      --parameters "^|^input=$KB_INPUT|index=$KB_INDEX|mode=rebuild|redis_url=$KB_REDIS_URL|sdk_container_image=$IMAGE|number_of_worker_harness_threads=4"
+      --parameters "^|^input=$KB_INPUT|index=$KB_INDEX|mode=rebuild|redis_url=$KB_REDIS_URL|redis_password_secret=$KB_REDIS_PASSWORD_SECRET|sdk_container_image=$IMAGE|number_of_worker_harness_threads=4"
     ;;
   schedule)
-    : "${KB_INPUT:?}" "${KB_REDIS_URL:?}" "${SCHEDULER_SA:?}"
-    export KB_INPUT KB_REDIS_URL
+    : "${KB_INPUT:?}" "${KB_REDIS_URL:?}" "${KB_REDIS_PASSWORD_SECRET:?}" "${SCHEDULER_SA:?}"
+    export KB_INPUT KB_REDIS_URL KB_REDIS_PASSWORD_SECRET
     body=$(mktemp)
     trap 'rm -f "$body"' EXIT
     envsubst < "$HERE/launch-body.json" > "$body"

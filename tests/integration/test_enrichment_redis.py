@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pickle
 import time
 from typing import Any, Iterator
@@ -256,9 +258,9 @@ class TestRedisUnavailable:
         assert f"redis://127.0.0.1:{port}/0" in message and "3 attempts" in message
         assert "s3cret" not in message and "s3cret" not in repr(handler)
 
-    def test_transient_stall_is_retried_then_a_long_one_gives_up(self, redis_client, redis_url, alias,
+    def test_transient_stall_is_retried_then_a_long_one_gives_up(self, redis_client, redis_conn, alias,
                                                                  embedder) -> None:
-        conn = RedisConnection.from_url(redis_url, socket_timeout=0.3)
+        conn = dataclasses.replace(redis_conn, socket_timeout=0.3)
         request = question(embedder, "What is the capital of Zorbania?")
         patient = RedisVectorSearchHandler(conn, VectorSearchParameters(alias),
                                            retry=RetryPolicy(max_retries=6, backoff_s=0.1))

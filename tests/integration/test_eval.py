@@ -31,13 +31,13 @@ def _run(argv: list[str]) -> tuple[int, dict[str, Any], str]:
 
 
 @pytest.fixture(scope="module")
-def hybrid_run(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def hybrid_run(redis_url: str, redis_conn: RedisConnection, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     out_dir = tmp_path_factory.mktemp("eval")
     code, summary, err = _run(["eval", *SLICE, "--retrieval", "hybrid", "--redis-url", redis_url,
                                "--output-dir", str(out_dir), "--keep-index"])
     assert code == 0, err
     yield summary
-    client = RedisConnection.from_url(redis_url).client()
+    client = redis_conn.client()
     try:
         IndexCatalog(client, summary["index"].split("__")[0]).drop()
     finally:

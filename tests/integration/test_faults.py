@@ -518,7 +518,10 @@ def test_cli_local_redis_keeps_data_across_stop_start_and_a_crash(tmp_path: Path
     server = LocalRedis(data_dir=folder, port=port)
     try:
         docs = write_jsonl(tmp_path / "docs.jsonl", corpus(3))
-        ingest.run(["--input", str(docs), "--index", "kept", "--redis-url", status["url"]])
+        assert status["auth"] is True
+        assert Path(status["password_file"]).read_text().strip() not in json.dumps(status)
+        ingest.run(["--input", str(docs), "--index", "kept", "--redis-url", status["url"],
+                    "--redis-password-file", status["password_file"]])
         client = raw_client(server)
         client.set("plain", "kept")
         client.close()

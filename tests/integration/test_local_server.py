@@ -54,7 +54,7 @@ def _client(server: LocalRedis, auth: bool = True) -> redis.Redis:
     return redis.Redis(
         host=server.host,
         port=server.port,
-        password=server.password if auth else None,
+        password=server.auth_password() if auth else None,
         retry=Retry(NoBackoff(), 0),
     )
 
@@ -251,3 +251,27 @@ def test_password_is_required_and_kept_out_of_the_url(make_server: MakeServer) -
     with pytest.raises(redis.AuthenticationError):
         _client(server, auth=False).ping()
     assert _client(server).ping()
+
+
+def test_auth_is_on_by_default_with_a_private_generated_password(make_server: MakeServer) -> None:
+    server = make_server()
+    status = server.start()
+    assert status["auth"] is True and status["password_file"] == str(server.password_file)
+    password = server.password_file.read_text().strip()
+    assert len(password) >= 32 and password not in json.dumps(status)
+    assert server.password_file.stat().st_mode & 0o777 == 0o600
+    assert server.data_dir.stat().st_mode & 0o777 == 0o700
+    assert password not in Path(f"/proc/{status['pid']}/cmdline").read_text()
+    with pytest.raises(redis.AuthenticationError):
+        _client(server, auth=False).ping()  # any other local client is refused
+    assert _client(server).ping()
+    # A restart keeps the same password; a fresh instance on the folder finds it.
+    server.stop()
+    again = make_server(data_dir=server.data_dir, port=server.port)
+    assert again.start()["auth"] is True and again.auth_password() == password
+
+
+def test_opting_out_of_auth(make_server: MakeServer) -> None:
+    server = make_server(require_password=False)
+    assert server.start()["auth"] is False and not server.password_file.exists()
+    assert _client(server, auth=False).ping()

@@ -506,3 +506,86 @@ def test_a_planted_instruction_in_a_document_does_not_change_the_answer(smollm2_
         assert answer.strip()
         assert "HACKED" not in answer.upper(), answers
         assert "Quillport" in answer, answers  # it still answers the question, from the context
+
+
+# --------------------------------------------------------------------------- the embedded server's own password
+
+
+class TestEmbeddedServerAuth:
+    """The session server is the home's default embedded Redis, with its generated password."""
+
+    def test_unauthenticated_clients_are_refused_while_commands_need_no_flag(
+            self, redis_server: LocalRedis, facts: Any, build_index: Any,
+            capsys: pytest.CaptureFixture[str]) -> None:
+        import redis
+
+        anonymous = redis.Redis(host=redis_server.host, port=redis_server.port, protocol=2)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.hset("beamrag:planted", mapping={"text": "planted passage"})
+        anonymous.close()
+        name = build_index("t_auth_noflags", facts)
+        password = redis_server.auth_password()
+        assert password
+        for argv in (["index", "list"], ["index", "info", name], ["redis", "status"], ["redis", "url"]):
+            assert cli.main(argv) == 0, argv  # no --redis-url, no password flag
+        out, err = capsys.readouterr()
+        assert name in out and '"auth": true' in out and password not in out + err
+        assert cli.main(["redis", "url", "--show-password"]) == 0
+        shown = capsys.readouterr().out.strip()
+        assert quote(password, safe="") in shown and redis.Redis.from_url(shown).ping()
+
+    def test_pipelines_without_a_url_use_the_embedded_password_by_reference(self, redis_server: LocalRedis,
+                                                                            tmp_path: Path) -> None:
+        options = PipelineOptions(["--input", str(docs(tmp_path)), "--index", "kb_embedded"])
+        plan = ingest.plan_ingest(options)
+        password = redis_server.auth_password()
+        assert password and plan.connection.password is None
+        assert password.encode() not in pickle.dumps(plan)  # the DoFns carry the file's path, not its content
+        assert ingest.run(["--input", str(docs(tmp_path)), "--index", "kb_embedded"])["documents_indexed"] == 3
+
+
+class TestCredentialReferences:
+    def test_password_file_and_env_never_enter_the_pipeline_payload(
+            self, auth_server: LocalRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import apache_beam as beam
+
+        secret_file = tmp_path / "redis-password"
+        secret_file.write_text(PASSWORD + "\n")
+        secret_file.chmod(0o600)
+        for extra, env in ((["--redis-password-file", str(secret_file)], {}), ([], {"REDIS_PASSWORD": PASSWORD})):
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
+            argv = ["--input", str(docs(tmp_path)), "--index", "kb_ref", "--redis-url", auth_server.url, *extra]
+            options = PipelineOptions(list(argv))
+            plan = ingest.plan_ingest(options)
+            pipeline = beam.Pipeline(options=options)
+            ingest.build_pipeline(pipeline, options, plan)
+            payload = pipeline.to_runner_api().SerializeToString()  # every pickled DoFn, as a runner gets it
+            assert not _leaks(payload, (PASSWORD, quote(PASSWORD, safe="")))
+            assert not _leaks(pickle.dumps(plan), (PASSWORD,))
+            assert ingest.run(argv)["documents_indexed"] == 3
+            monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+
+    def test_password_query_argument_is_never_shown_and_warned_about(
+            self, auth_server: LocalRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+            capfd: pytest.CaptureFixture[str]) -> None:
+        caplog.set_level(logging.DEBUG)
+        url = f"{auth_server.url}?password={quote(PASSWORD, safe='')}"
+        argv = ["--input", str(docs(tmp_path)), "--index", "kb_query_pw", "--redis-url", url]
+        options = PipelineOptions(list(argv))
+        conn = resolve_connection(options)
+        assert conn.password == PASSWORD and conn.safe_url == auth_server.url
+        assert ingest.run(argv)["documents_indexed"] == 3
+        assert cli.main(["index", "info", "kb_query_pw", "--redis-url", url]) == 0
+        assert cli.main(["index", "info", "kb_nope", "--redis-url", url]) == cli.EXIT_ERROR
+        bad = f"{auth_server.url}?password=wrong-Pa55word-xyz"
+        assert cli.main(["index", "list", "--redis-url", bad]) == cli.EXIT_ERROR
+        out, err = capfd.readouterr()
+        logs = "\n".join(r.getMessage() for r in caplog.records)
+        everything = "\n".join([out, err, logs, str(options), json.dumps(options.get_all_options()),
+                                str(options.display_data())])
+        assert "password=" not in everything and not _leaks(everything, (PASSWORD, quote(PASSWORD, safe=""),
+                                                                          "wrong-Pa55word"))
+        assert sum("visible to other users" in r.getMessage() for r in caplog.records) >= 1

@@ -79,10 +79,10 @@ class TestSquadEvalSlice:
         assert summary["attempted"] == sum(r["returned"] and not r["abstained"] for r in answerable)
         assert "indexing 24 paragraphs" in err and "answering 12 questions" in err
 
-    def test_built_index_is_dropped(self, squad_run: tuple[dict[str, Any], str], redis_url: str) -> None:
+    def test_built_index_is_dropped(self, squad_run: tuple[dict[str, Any], str], redis_conn: RedisConnection) -> None:
         summary, _ = squad_run
         assert summary["index"] is None
-        client = RedisConnection.from_url(redis_url).client()
+        client = redis_conn.client()
         try:
             assert not [a for a in IndexCatalog.list_aliases(client) if a.startswith("squad2-eval-")]
         finally:

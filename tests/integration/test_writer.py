@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from typing import Any
 
@@ -77,9 +79,9 @@ class TestVectorDatabaseWriteTransform:
         assert keys(redis_client, prefix) == {"alpha#0", "alpha#1", "beta#0"}
         assert redis_client.hget(prefix + "alpha#1", "chunk_count") == b"2"
 
-    def test_a_stall_is_retried_and_counted(self, redis_url: str, redis_client: Any, index_name: str) -> None:
+    def test_a_stall_is_retried_and_counted(self, redis_conn: RedisConnection, redis_client: Any, index_name: str) -> None:
         prefix = f"beamrag:{index_name}:v1:"
-        conn = RedisConnection.from_url(redis_url, socket_timeout=0.3)
+        conn = dataclasses.replace(redis_conn, socket_timeout=0.3)
         config = RedisVectorWriterConfig(conn, key_prefix=prefix,
                                          retry=RetryPolicy(max_retries=8, backoff_s=0.1, max_backoff_s=0.5))
 

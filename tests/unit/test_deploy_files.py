@@ -247,9 +247,28 @@ class TestCompose:
         redis = compose["services"]["redis"]
         assert re.fullmatch(r"redis:8(\.\d+)*|redis/redis-stack-server:.+", redis["image"])
         assert redis["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
-        assert "6379:6379" in redis["ports"]
+        assert "${BIND_ADDRESS:-127.0.0.1}:6379:6379" in redis["ports"]
         volume = redis["volumes"][0].split(":")[0]
         assert volume in compose["volumes"]  # a named volume, not a bind mount
+
+    def test_nothing_is_published_on_all_interfaces(self, compose):
+        published = [(name, port) for name, service in compose["services"].items()
+                     for port in service.get("ports", [])]
+        assert {name for name, _ in published} == {"redis", "redisinsight"}
+        for name, port in published:
+            assert isinstance(port, str) and port.startswith("${BIND_ADDRESS:-127.0.0.1}:"), (name, port)
+
+    def test_redis_requires_the_password_from_env_kept_out_of_its_command_line(self, compose):
+        redis = compose["services"]["redis"]
+        required = "${REDIS_PASSWORD:?"
+        assert redis["environment"]["REDIS_PASSWORD"].startswith(required)
+        assert redis["environment"]["REDISCLI_AUTH"].startswith(required)  # the healthcheck authenticates
+        script = compose_unescape(redis["command"])[0]
+        assert 'printf "requirepass %s\\n" "$REDIS_PASSWORD" | exec redis-server -' in script
+        assert "--requirepass" not in script
+        for name in ("kb-rebuild", "qa"):
+            assert compose["services"][name]["environment"]["REDIS_PASSWORD"].startswith(required)
+            assert "@" not in compose["services"][name]["environment"]["REDIS_URL"]
 
     def test_redisinsight_only_with_the_tools_profile(self, compose):
         assert compose["services"]["redisinsight"]["profiles"] == ["tools"]
@@ -295,6 +314,11 @@ class TestCompose:
 
 
 class TestDockerfile:
+    def test_no_world_writable_folder(self):
+        text = DOCKERFILE.read_text()
+        assert not re.search(r"chmod\s+(-R\s+)?[0-7]?[0-7][0-7][2367]\b|chmod\s+\S*o\+w|1777|0777", text)
+        assert "install -d -m 0700 -o beamrag -g beamrag /var/lib/beam-rag" in text
+
     def test_app_image_is_python_slim_with_the_console_script_as_entrypoint(self, stages):
         app = stages[-1]  # `docker build .` builds the last stage
         assert app["name"] == "app"
@@ -406,6 +430,21 @@ class TestCron:
         args = line.split()
         assert args[:1] == ["ingest"] and check_beam_rag_args(args) == "ingest"
         assert args[args.index("--mode") + 1] == "rebuild" and args[-2:] == ["--keep-versions", "2"]
+
+    def test_default_lock_is_in_the_users_own_folder_not_tmp(self, tmp_path):
+        calls = tmp_path / "calls"
+        stub = tmp_path / "beam-rag"
+        stub.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+        stub.chmod(0o755)
+        env = dict(os.environ, BEAM_RAG=str(stub), KB_INPUT="/srv/docs/*.jsonl", HOME=str(tmp_path / "home"),
+                   BEAM_RAG_ENV_FILE=str(tmp_path / "none"))
+        for name in ("BEAM_RAG_LOCK", "XDG_RUNTIME_DIR", "BEAM_RAG_HOME"):
+            env.pop(name, None)
+        result = subprocess.run(["sh", str(CRON_WRAPPER)], env=env, capture_output=True, text=True, timeout=10)
+        assert result.returncode == 0, result.stderr
+        lock_dir = tmp_path / "home" / ".beam-rag"
+        assert (lock_dir / "beam-rag-rebuild-docs.lock").exists() and lock_dir.stat().st_mode & 0o022 == 0
+        assert "/tmp/" not in CRON_WRAPPER.read_text().split("set -eu", 1)[1]
 
     def test_wrapper_reports_a_missing_input(self, tmp_path):
         env = dict(os.environ, BEAM_RAG_ENV_FILE=str(tmp_path / "none"))

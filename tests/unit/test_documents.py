@@ -104,3 +104,11 @@ class TestHostileDocuments:
     def test_big_but_finite_numbers_are_kept(self) -> None:
         result = document_from_record({"id": "a", "text": "t", "metadata": {"n": 10**300, "f": 1e308}}, "s")
         assert isinstance(result, Document) and result.metadata["n"] == 10**300
+
+
+def test_ids_and_metadata_are_nfc() -> None:
+    from rag_core.documents import FieldMap, document_from_record
+
+    doc = document_from_record({"id": "cafe\u0301", "text": "x", "metadata": {"city": "Bogota\u0301"}}, "s:1",
+                               FieldMap())
+    assert isinstance(doc, Document) and doc.id == "caf\u00e9" and doc.metadata["city"] == "Bogot\u00e1"

@@ -158,3 +158,9 @@ class TestFieldKinds:
     def test_refuses_unknown_kinds(self) -> None:
         with pytest.raises(ConfigError, match="unknown kind"):
             field_kinds({"x": "vector"})
+
+
+def test_filter_values_are_nfc_so_nfd_input_matches() -> None:
+    from rag_core.filters import normalize_tag_value
+
+    assert normalize_tag_value("Cafe\u0301") == normalize_tag_value("Caf\u00e9") == "Caf\u00e9"

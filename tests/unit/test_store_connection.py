@@ -71,3 +71,45 @@ class TestRedisUrl:
     def test_redact_removes_plain_and_encoded_password(self) -> None:
         conn = RedisConnection.from_url("redis://:a%2Fb%40c@h:1/0")
         assert _redact("x a/b@c y a%2Fb%40c z", conn) == "x *** y *** z"
+
+
+class TestCredentialsTravelAsReferences:
+    def test_query_credentials_move_out_of_the_url_and_are_redacted(self) -> None:
+        from rag_core.store.connection import redact_url
+
+        conn = RedisConnection.from_url("redis://h:1/0?password=QsEcret9&username=bob&socket_timeout=2")
+        assert conn.password == "QsEcret9" and conn.username == "bob"
+        assert "QsEcret9" not in conn.url + conn.safe_url + repr(conn) and "socket_timeout=2" in conn.url
+        assert redact_url("rediss://u:p@h:1/0?Password=x&db=2") == "rediss://h:1/0?db=2"
+        with pytest.raises(ConfigError, match="not in url"):
+            RedisConnection(url="redis://h:1/0?password=x")
+
+    def test_a_password_file_is_read_where_the_client_is_built(self, tmp_path) -> None:
+        import pickle
+
+        from rag_core.store.connection import PasswordFile
+
+        path = tmp_path / "pw"
+        path.write_text("FileSecret42\n")
+        conn = RedisConnection.from_url("redis://h:1/0", password_secret=PasswordFile(path))
+        assert conn.resolved_password() == "FileSecret42"  # cached now ...
+        assert b"FileSecret42" not in pickle.dumps(conn)  # ... but never pickled
+        assert pickle.loads(pickle.dumps(conn)).resolved_password() == "FileSecret42"
+        with pytest.raises(ConfigError, match="Cannot read the Redis password file"):
+            RedisConnection.from_url("redis://h:1/0", password_secret=PasswordFile(tmp_path / "no")).client()
+
+    def test_redis_password_from_the_process_environment_is_a_reference(self, monkeypatch) -> None:
+        import pickle
+
+        monkeypatch.setenv("REDIS_PASSWORD", "EnvSecret77")
+        conn = RedisConnection.from_env("redis://h:1/0")
+        assert conn.password is None and conn.resolved_password() == "EnvSecret77"
+        assert b"EnvSecret77" not in pickle.dumps(conn)
+
+    def test_gcp_secret_reference_pickles_without_a_value(self) -> None:
+        import pickle
+
+        from apache_beam.utils.secret import GcpSecret
+
+        conn = RedisConnection.from_url("redis://h:1/0", password_secret=GcpSecret("projects/p/secrets/s/versions/1"))
+        assert b"projects/p/secrets/s/versions/1" in pickle.dumps(conn)
