@@ -7,6 +7,11 @@
 own key prefix and, only once every write landed and Redis has indexed it all,
 points the alias at it in one FT.ALIASUPDATE. ``upsert`` writes into the live
 version idempotently.
+
+Both are incremental (:mod:`rag_core.reuse`): a chunk whose content hash the live
+version already holds keeps its stored vector (copied into the new version's own keys);
+only the others are embedded. ``--no-reuse`` embeds everything; a change of embedding
+model, backend family or dimension turns reuse off and the summary says so.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.command import PipelineCommand, read_metrics
+from pipelines.command import PipelineCommand, progress, read_metrics
 from pipelines.options import (BuildMode, CommonOptions, EmbeddingOptions, IngestOptions, RedisOptions,
                                resolve_connection)
 from rag_core.chunking import ChunkFn, ChunkingConfig
@@ -32,6 +37,7 @@ from rag_core.errors import ConfigError, RedisUnavailableError
 from rag_core.ingestion import WRITE_RETRY, MergeSummaries, RedisVectorWriterConfig
 from rag_core.publishing import PublishFn
 from rag_core.readers import ReadDocuments
+from rag_core.reuse import REUSED, LookUpStoredVectors, ReuseSource, plan_reuse, reuse_line
 from rag_core.sinks import DEAD_LETTER, WriteDeadLetters, home_dead_letter_path
 from rag_core.store.catalog import IndexCatalog
 from rag_core.store.connection import RedisConnection
@@ -51,6 +57,8 @@ class IngestPlan:
     embedding: EmbeddingConfig
     chunking: ChunkingConfig
     dead_letter_path: str
+    reuse: ReuseSource | None = None  # the live version whose vectors this build may copy
+    reuse_note: str = ""  # why reuse is off, for the summary
 
 
 def plan_ingest(options: PipelineOptions) -> IngestPlan:
@@ -84,6 +92,10 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
         catalog = IndexCatalog(client, alias)
         live = catalog.current_index()
         described = describe(embedding)
+        live_record = catalog.get(IndexLayout.from_index_name(live).version) if live is not None else None
+        reuse, reuse_note = plan_reuse(live_record.embedding if live_record else None, described,
+                                       enabled=opts.reuse, index=live or "",
+                                       prefix=live_record.prefix if live_record else "")
         if mode is BuildMode.UPSERT and live is not None:
             record = catalog.current()
             check_comparable(record.embedding, described, alias)
@@ -103,7 +115,8 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
     finally:
         client.close()
     return IngestPlan(connection, layout, mode, embedding, chunking,
-                      common.dead_letter or home_dead_letter_path(f"{layout.alias}-{layout.version}"))
+                      common.dead_letter or home_dead_letter_path(f"{layout.alias}-{layout.version}"),
+                      reuse, reuse_note)
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: IngestPlan) -> None:
@@ -116,7 +129,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Inge
     chunked = unique.unique | "Chunk" >> beam.ParDo(
         ChunkFn(resolve_embedding_model(plan.embedding.model), plan.chunking)).with_outputs(
             DEAD_LETTER, main="chunks")
-    embedded = chunked.chunks | "Embed" >> embedding_transform(plan.embedding)
+    looked_up = chunked.chunks | "Reuse" >> LookUpStoredVectors(plan.connection, plan.reuse)
+    embedded = ((looked_up.misses | "Embed" >> embedding_transform(plan.embedding), looked_up[REUSED])
+                | "Vectors" >> beam.Flatten())
     writer = RedisVectorWriterConfig(connection=plan.connection, key_prefix=plan.layout.prefix,
                                      mode=plan.mode.value, batch_size=opts.write_batch_size,
                                      retry=WRITE_RETRY.with_max_retries(opts.write_max_retries))
@@ -141,6 +156,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = pipeline.run()
     result.wait_until_finish()
     counters = read_metrics(result)
+    reused, embedded = counters.get("chunks_reused", 0), counters.get("chunks_embedded", 0)
+    line = reuse_line(reused, reused + embedded, plan.reuse, plan.reuse_note)
+    progress("beam-rag ingest", line)
     return {
         "index": plan.layout.alias,
         "version": plan.layout.index_name,
@@ -149,6 +167,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "documents_indexed": counters.get("documents_indexed"),
         "documents_dead_lettered": counters.get("documents_dead_lettered", 0),
         "chunks_written": counters.get("chunks_written"),
+        "chunks_embedded": embedded,
+        "chunks_reused": reused,
+        "reused_from": plan.reuse.index if plan.reuse else None,
+        "reuse": line,
         "documents_truncated": counters.get("documents_truncated", 0),
         "chunks_dropped": counters.get("chunks_dropped", 0),
         "bytes_read": counters.get("bytes_read"),
