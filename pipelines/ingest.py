@@ -41,6 +41,7 @@ from rag_core.reuse import REUSED, LookUpStoredVectors, ReuseSource, plan_reuse,
 from rag_core.sinks import DEAD_LETTER, WriteDeadLetters, home_dead_letter_path
 from rag_core.store.catalog import IndexCatalog
 from rag_core.store.connection import RedisConnection
+from rag_core.store.lease import BuildLease
 from rag_core.store.schema import IndexLayout, VectorIndexSpec, new_version_id, validate_index_name
 from rag_core.validation import check_int, check_number
 
@@ -59,6 +60,7 @@ class IngestPlan:
     dead_letter_path: str
     reuse: ReuseSource | None = None  # the live version whose vectors this build may copy
     reuse_note: str = ""  # why reuse is off, for the summary
+    lease: BuildLease | None = None  # held from planning until the run ends
 
 
 def plan_ingest(options: PipelineOptions) -> IngestPlan:
@@ -75,6 +77,7 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
     check_number("--max-shrink", opts.max_shrink, minimum=0, maximum=1)
     check_int("--keep-versions", opts.keep_versions, minimum=0)
     check_int("--write-max-retries", opts.write_max_retries, minimum=0)
+    check_number("--wait-for-lock", opts.wait_for_lock, minimum=0)
     if not FileSystems.match([common.input])[0].metadata_list:
         raise ConfigError(f"No files match --input {common.input!r}")
     eopts = options.view_as(EmbeddingOptions)
@@ -88,6 +91,7 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
 
     connection.check()  # fails in seconds, naming the URL, if Redis is down or refuses us
     client = connection.client()
+    lease: BuildLease | None = None
     try:
         catalog = IndexCatalog(client, alias)
         live = catalog.current_index()
@@ -100,23 +104,40 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
             record = catalog.current()
             check_comparable(record.embedding, described, alias)
             layout = IndexLayout.from_index_name(live)
+            lease = BuildLease(connection.client(), alias, layout.index_name).acquire(opts.wait_for_lock)
         else:
             if mode is BuildMode.UPSERT:
                 _LOG.info("Index %r does not exist yet: building its first version", alias)
             layout = IndexLayout(alias, new_version_id())
+            lease = BuildLease(connection.client(), alias, layout.index_name).acquire(opts.wait_for_lock)
             spec = VectorIndexSpec(dim=described["dimension"], algorithm=opts.index_type, hnsw_m=opts.hnsw_m,
                                    hnsw_ef_construction=opts.hnsw_ef_construction, hnsw_ef_runtime=opts.ef_runtime)
             catalog.register_build(layout, described, spec)
             mode = BuildMode.REBUILD
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RedisUnavailableError(
-            f"Redis at {connection.safe_url} stopped answering while planning the build: "
-            f"{type(exc).__name__}") from None
+    except BaseException as exc:
+        if lease is not None:
+            _release(lease)
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            raise RedisUnavailableError(
+                f"Redis at {connection.safe_url} stopped answering while planning the build: "
+                f"{type(exc).__name__}") from None
+        raise
     finally:
         client.close()
     return IngestPlan(connection, layout, mode, embedding, chunking,
                       common.dead_letter or home_dead_letter_path(f"{layout.alias}-{layout.version}"),
-                      reuse, reuse_note)
+                      reuse, reuse_note, lease)
+
+
+def _release(lease: BuildLease) -> None:
+    """Give the build lease back and close its client (an unreachable Redis lets it expire)."""
+    try:
+        lease.release()
+    except Exception as exc:  # noqa: BLE001 - it expires by itself
+        _LOG.warning("Releasing the build lease of %s failed (%s); it expires by itself", lease.alias,
+                     type(exc).__name__)
+    finally:
+        lease.client.close()
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: IngestPlan) -> None:
@@ -139,7 +160,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Inge
      | "Write" >> writer.create_write_transform()
      | "Total" >> beam.CombineGlobally(MergeSummaries())
      | "Publish" >> beam.ParDo(PublishFn(plan.connection, plan.layout, plan.mode is BuildMode.REBUILD,
-                                         opts.max_shrink, opts.keep_versions, opts.publish_timeout)))
+                                         opts.max_shrink, opts.keep_versions, opts.publish_timeout,
+                                         (plan.lease.token, plan.lease.started_at) if plan.lease else None)))
     ((read[DEAD_LETTER], unique[DEAD_LETTER], chunked[DEAD_LETTER])
      | "WriteDeadLetters" >> WriteDeadLetters(plan.dead_letter_path, "documents_dead_lettered"))
 
@@ -151,10 +173,17 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     folder = os.path.dirname(plan.dead_letter_path)
     if "://" not in plan.dead_letter_path and folder:
         os.makedirs(folder, exist_ok=True)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, plan)
-    result = pipeline.run()
-    result.wait_until_finish()
+    lease = plan.lease
+    try:
+        if lease is not None:
+            lease.start_renewing(plan.connection.client)
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, options, plan)
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        if lease is not None:
+            _release(lease)
     counters = read_metrics(result)
     reused, embedded = counters.get("chunks_reused", 0), counters.get("chunks_embedded", 0)
     line = reuse_line(reused, reused + embedded, plan.reuse, plan.reuse_note)
