@@ -2,7 +2,8 @@
 
 A build takes ``beamrag:lease:{alias}`` with ``SET NX PX`` (the value names its token,
 version and start time) and renews it while it runs; a process that dies stops renewing,
-so its lease expires and the next build takes it over. Publishing and pruning check the
+so its lease expires and the next build takes it over (at once when the lease names a
+process on this machine that is gone, or a build of this process that has ended). Publishing and pruning check the
 token atomically (:meth:`BuildLease.fenced`: ``WATCH`` the lease, compare, ``MULTI``), so
 a build whose lease was lost can neither move the alias nor drop a version.
 """
@@ -10,6 +11,8 @@ a build whose lease was lost can neither move the alias nor drop a version.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
 import uuid
@@ -25,6 +28,8 @@ __all__ = ["BuildLease", "lease_key"]
 
 # Compare-and-renew / compare-and-delete: only the holder's token touches the lease.
 _RENEW_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_TAKE_OVER_LUA = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'PX', "
+                  "ARGV[3]) end return false")
 _RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -34,6 +39,31 @@ def lease_key(alias: str) -> str:
     'beamrag:lease:docs'
     """
     return f"{KEY_ROOT}:lease:{validate_index_name(alias)}"
+
+
+# Tokens of the leases this process holds right now: a lease that names this process but
+# is not here belongs to a build of ours that ended without releasing it (Redis was down).
+_HELD: set[str] = set()
+
+
+def _holder_is_dead(raw: Any) -> bool:
+    """Whether the lease ``raw`` names a build on this machine whose process (or run) has ended."""
+    try:
+        held = json.loads(raw)
+        host, pid, token = held["host"], int(held["pid"]), held["token"]
+    except (TypeError, ValueError, KeyError):
+        return False
+    if host != socket.gethostname():
+        return False  # another machine's build: only its expiry says it died
+    if pid == os.getpid():
+        return token not in _HELD
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _describe(raw: Any) -> str:
@@ -58,7 +88,8 @@ class BuildLease:
     def __post_init__(self) -> None:
         check_number("lease ttl_s", self.ttl_s, minimum=0.1)
         self.key = lease_key(self.alias)
-        self.value = json.dumps({"token": self.token, "version": self.version, "started_at": self.started_at})
+        self.value = json.dumps({"token": self.token, "version": self.version, "started_at": self.started_at,
+                                 "host": socket.gethostname(), "pid": os.getpid()})
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -66,13 +97,19 @@ class BuildLease:
         """Take the lease, waiting up to ``wait_s``; ``BuildInProgressError`` naming the holder if it stays taken."""
         check_number("--wait-for-lock", wait_s, minimum=0)
         deadline = time.monotonic() + wait_s
-        while not self.client.set(self.key, self.value, nx=True, px=int(self.ttl_s * 1000)):
+        ttl_ms = int(self.ttl_s * 1000)
+        while not self.client.set(self.key, self.value, nx=True, px=ttl_ms):
+            raw = self.client.get(self.key)
+            if raw is not None and _holder_is_dead(raw) and self.client.eval(
+                    _TAKE_OVER_LUA, 1, self.key, raw, self.value, ttl_ms):
+                break  # its build ended without releasing (e.g. Redis was down): take it over now
             if time.monotonic() >= deadline:
-                holder = _describe(self.client.get(self.key))
+                holder = _describe(raw)
                 raise BuildInProgressError(
                     f"Index {self.alias!r} is being built by {holder}; wait for it, or rerun with "
                     "--wait-for-lock SECONDS")
             time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
+        _HELD.add(self.token)
         return self
 
     def held(self) -> bool:
@@ -100,6 +137,7 @@ class BuildLease:
         self._renewer.start()
 
     def release(self) -> None:
+        _HELD.discard(self.token)
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join(timeout=5)

@@ -56,3 +56,18 @@ def test_only_the_holder_moves_the_alias(facts, tmp_path, redis_url, redis_clien
     finally:
         holder.release()
     assert IndexCatalog(redis_client, index_name).current_index() == live
+
+
+def test_a_lease_left_by_a_dead_process_is_taken_over_at_once(facts, tmp_path, redis_url, redis_client,
+                                                              index_name):
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    orphan = BuildLease(redis_client, index_name, f"{index_name}__v20260101t000000000000", ttl_s=600)
+    value = json.loads(orphan.value) | {"pid": int(gone.stdout)}
+    redis_client.set(lease_key(index_name), json.dumps(value), px=600_000)  # its build was killed
+    summary = ingest.run(["--input", str(_docs(tmp_path, facts)), "--index", index_name,
+                          "--redis-url", redis_url])
+    assert summary["documents_indexed"] == len(facts) and redis_client.exists(lease_key(index_name)) == 0
