@@ -161,7 +161,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Inge
      | "Total" >> beam.CombineGlobally(MergeSummaries())
      | "Publish" >> beam.ParDo(PublishFn(plan.connection, plan.layout, plan.mode is BuildMode.REBUILD,
                                          opts.max_shrink, opts.keep_versions, opts.publish_timeout,
-                                         (plan.lease.token, plan.lease.started_at) if plan.lease else None)))
+                                         plan.lease.identity if plan.lease else None)))
     ((read[DEAD_LETTER], unique[DEAD_LETTER], chunked[DEAD_LETTER])
      | "WriteDeadLetters" >> WriteDeadLetters(plan.dead_letter_path, "documents_dead_lettered"))
 

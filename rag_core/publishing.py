@@ -32,11 +32,11 @@ class PublishFn(beam.DoFn):
         rebuild: publish ``layout`` as the alias's new version; False refreshes the
             live version's counts (upsert).
         max_shrink, keep_versions, timeout_s: see ``IndexCatalog.publish``.
-        lease: the build lease's ``(token, started_at)``: publish and prune only while it is held.
+        lease: the build lease's ``identity`` (token, start, host, pid): publish and prune only while it is held.
     """
 
     def __init__(self, connection: RedisConnection, layout: IndexLayout, rebuild: bool, max_shrink: float,
-                 keep_versions: int, timeout_s: float, lease: tuple[str, str] | None = None):
+                 keep_versions: int, timeout_s: float, lease: tuple[str, str, str, int] | None = None):
         self.connection = connection
         self.layout = layout
         self.rebuild = rebuild
@@ -57,8 +57,9 @@ class PublishFn(beam.DoFn):
             if self.lease is not None:
                 from rag_core.store.lease import BuildLease
 
-                lease = BuildLease(client, self.layout.alias, self.layout.index_name, token=self.lease[0],
-                                   started_at=self.lease[1])
+                token, started_at, host, pid = self.lease
+                lease = BuildLease(client, self.layout.alias, self.layout.index_name, token=token,
+                                   started_at=started_at, host=host, pid=pid)
             if self.rebuild:
                 result = catalog.publish(version, summary.chunks, summary.documents, summary.metadata_fields,
                                          self.max_shrink, self.keep_versions, self.timeout_s, lease=lease)

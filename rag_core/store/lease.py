@@ -84,12 +84,14 @@ class BuildLease:
     ttl_s: float = 60.0
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    host: str = field(default_factory=socket.gethostname)  # where the build's driver runs
+    pid: int = field(default_factory=os.getpid)
 
     def __post_init__(self) -> None:
         check_number("lease ttl_s", self.ttl_s, minimum=0.1)
         self.key = lease_key(self.alias)
         self.value = json.dumps({"token": self.token, "version": self.version, "started_at": self.started_at,
-                                 "host": socket.gethostname(), "pid": os.getpid()})
+                                 "host": self.host, "pid": self.pid})
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -111,6 +113,11 @@ class BuildLease:
             time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
         _HELD.add(self.token)
         return self
+
+    @property
+    def identity(self) -> tuple[str, str, str, int]:
+        """What another process needs to act as this holder (the publish step): token, start, host, pid."""
+        return self.token, self.started_at, self.host, self.pid
 
     def held(self) -> bool:
         raw = self.client.get(self.key)

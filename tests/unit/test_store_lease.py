@@ -21,7 +21,10 @@ def test_the_holder_is_named_by_version_and_start_time():
     assert json.loads(lease.value)["token"] == lease.token
     assert _describe(lease.value) == "docs__v20260101t000000000000 (started 2026-01-01T00:00:00+00:00)"
     assert _describe(b"not json") == "another build"
-    same = BuildLease(None, "docs", lease.version, token=lease.token, started_at=lease.started_at)
+    token, started_at, host, pid = lease.identity
+    same = BuildLease(None, "docs", lease.version, token=token, started_at=started_at, host=host, pid=pid + 1)
+    assert same.value != lease.value
+    same = BuildLease(None, "docs", lease.version, token=token, started_at=started_at, host=host, pid=pid)
     assert same.value == lease.value  # the publish step rebuilds the holder's value from token + start time
     with pytest.raises(ConfigError):
         BuildLease(None, "docs", lease.version, ttl_s=0)
