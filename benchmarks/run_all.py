@@ -29,6 +29,7 @@ QUICK: dict[str, list[str]] = {
     "retrieval_quality": ["--index-types", "flat", "--depth-chunks", "100"],
     "ingest_throughput": ["--limit", "200"],
     "ingest_memory": ["--sizes", "1000"],
+    "incremental_rebuild": ["--limit", "200"],
     "query_memory": ["--docs", "200", "--retrieval-sizes", "50", "--generation-sizes", "5"],
     "qa_throughput": ["--questions", "8", "--skip-memory"],
     "answer_speed": ["--prompts", "4", "--skip-pipeline"],

@@ -13,7 +13,7 @@ import sys
 from typing import Any, Sequence
 
 from pipelines.command import EXIT_ERROR, run_as_command, unwrap_error
-from rag_core.errors import BeamRagError
+from rag_core.errors import BeamRagError, PublishRefusedError
 
 
 def _print_json(obj: Any) -> None:
@@ -84,6 +84,10 @@ def cmd_index(args: argparse.Namespace) -> int:
                     out.append({"alias": alias, "error": str(exc)})
         else:
             catalog = IndexCatalog(client, args.name)
+            if args.index_cmd == "drop" and not args.force and catalog.current_index() is not None:
+                raise PublishRefusedError(
+                    f"Index {args.name!r} is live (serving {catalog.current_index()}): pass --force to drop it "
+                    "with every version")
             out = {"info": catalog.info, "rollback": catalog.rollback, "drop": catalog.drop}[args.index_cmd]()
     finally:
         client.close()
@@ -259,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name")
         p.add_argument("--redis-url")
         p.add_argument("--json", action="store_true", help=json_help if name == "info" else "(always JSON)")
+        if name == "drop":
+            p.add_argument("--force", action="store_true", help="drop it even while it is served")
 
     red = sub.add_parser("redis", help="the embedded local Redis server")
     red.add_argument("redis_cmd", choices=["start", "stop", "status", "url"])

@@ -7,6 +7,11 @@
 own key prefix and, only once every write landed and Redis has indexed it all,
 points the alias at it in one FT.ALIASUPDATE. ``upsert`` writes into the live
 version idempotently.
+
+Both are incremental (:mod:`rag_core.reuse`): a chunk whose content hash the live
+version already holds keeps its stored vector (copied into the new version's own keys);
+only the others are embedded. ``--no-reuse`` embeds everything; a change of embedding
+model, backend family or dimension turns reuse off and the summary says so.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.command import PipelineCommand, read_metrics
+from pipelines.command import PipelineCommand, progress, read_metrics
 from pipelines.progress import Track, count_records, live
 from pipelines.options import (BuildMode, CommonOptions, EmbeddingOptions, IngestOptions, RedisOptions,
                                resolve_connection)
@@ -33,9 +38,11 @@ from rag_core.errors import ConfigError, RedisUnavailableError
 from rag_core.ingestion import WRITE_RETRY, MergeSummaries, RedisVectorWriterConfig
 from rag_core.publishing import PublishFn
 from rag_core.readers import ReadDocuments
+from rag_core.reuse import REUSED, LookUpStoredVectors, ReuseSource, plan_reuse, reuse_line
 from rag_core.sinks import DEAD_LETTER, WriteDeadLetters, home_dead_letter_path
 from rag_core.store.catalog import IndexCatalog
 from rag_core.store.connection import RedisConnection
+from rag_core.store.lease import BuildLease
 from rag_core.store.schema import IndexLayout, VectorIndexSpec, new_version_id, validate_index_name
 from rag_core.validation import check_int, check_number
 
@@ -52,6 +59,9 @@ class IngestPlan:
     embedding: EmbeddingConfig
     chunking: ChunkingConfig
     dead_letter_path: str
+    reuse: ReuseSource | None = None  # the live version whose vectors this build may copy
+    reuse_note: str = ""  # why reuse is off, for the summary
+    lease: BuildLease | None = None  # held from planning until the run ends
 
 
 def plan_ingest(options: PipelineOptions) -> IngestPlan:
@@ -68,6 +78,7 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
     check_number("--max-shrink", opts.max_shrink, minimum=0, maximum=1)
     check_int("--keep-versions", opts.keep_versions, minimum=0)
     check_int("--write-max-retries", opts.write_max_retries, minimum=0)
+    check_number("--wait-for-lock", opts.wait_for_lock, minimum=0)
     if not FileSystems.match([common.input])[0].metadata_list:
         raise ConfigError(f"No files match --input {common.input!r}")
     eopts = options.view_as(EmbeddingOptions)
@@ -81,30 +92,53 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
 
     connection.check()  # fails in seconds, naming the URL, if Redis is down or refuses us
     client = connection.client()
+    lease: BuildLease | None = None
     try:
         catalog = IndexCatalog(client, alias)
         live = catalog.current_index()
         described = describe(embedding)
+        live_record = catalog.get(IndexLayout.from_index_name(live).version) if live is not None else None
+        reuse, reuse_note = plan_reuse(live_record.embedding if live_record else None, described,
+                                       enabled=opts.reuse, index=live or "",
+                                       prefix=live_record.prefix if live_record else "")
         if mode is BuildMode.UPSERT and live is not None:
             record = catalog.current()
             check_comparable(record.embedding, described, alias)
             layout = IndexLayout.from_index_name(live)
+            lease = BuildLease(connection.client(), alias, layout.index_name).acquire(opts.wait_for_lock)
         else:
             if mode is BuildMode.UPSERT:
                 _LOG.info("Index %r does not exist yet: building its first version", alias)
             layout = IndexLayout(alias, new_version_id())
+            lease = BuildLease(connection.client(), alias, layout.index_name).acquire(opts.wait_for_lock)
             spec = VectorIndexSpec(dim=described["dimension"], algorithm=opts.index_type, hnsw_m=opts.hnsw_m,
                                    hnsw_ef_construction=opts.hnsw_ef_construction, hnsw_ef_runtime=opts.ef_runtime)
             catalog.register_build(layout, described, spec)
             mode = BuildMode.REBUILD
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RedisUnavailableError(
-            f"Redis at {connection.safe_url} stopped answering while planning the build: "
-            f"{type(exc).__name__}") from None
+    except BaseException as exc:
+        if lease is not None:
+            _release(lease)
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            raise RedisUnavailableError(
+                f"Redis at {connection.safe_url} stopped answering while planning the build: "
+                f"{type(exc).__name__}") from None
+        raise
     finally:
         client.close()
     return IngestPlan(connection, layout, mode, embedding, chunking,
-                      common.dead_letter or home_dead_letter_path(f"{layout.alias}-{layout.version}"))
+                      common.dead_letter or home_dead_letter_path(f"{layout.alias}-{layout.version}"),
+                      reuse, reuse_note, lease)
+
+
+def _release(lease: BuildLease) -> None:
+    """Give the build lease back and close its client (an unreachable Redis lets it expire)."""
+    try:
+        lease.release()
+    except Exception as exc:  # noqa: BLE001 - it expires by itself
+        _LOG.warning("Releasing the build lease of %s failed (%s); it expires by itself", lease.alias,
+                     type(exc).__name__)
+    finally:
+        lease.client.close()
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: IngestPlan) -> None:
@@ -117,7 +151,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Inge
     chunked = unique.unique | "Chunk" >> beam.ParDo(
         ChunkFn(resolve_embedding_model(plan.embedding.model), plan.chunking)).with_outputs(
             DEAD_LETTER, main="chunks")
-    embedded = chunked.chunks | "Embed" >> embedding_transform(plan.embedding)
+    looked_up = chunked.chunks | "Reuse" >> LookUpStoredVectors(plan.connection, plan.reuse)
+    embedded = ((looked_up.misses | "Embed" >> embedding_transform(plan.embedding), looked_up[REUSED])
+                | "Vectors" >> beam.Flatten())
     writer = RedisVectorWriterConfig(connection=plan.connection, key_prefix=plan.layout.prefix,
                                      mode=plan.mode.value, batch_size=opts.write_batch_size,
                                      retry=WRITE_RETRY.with_max_retries(opts.write_max_retries))
@@ -125,7 +161,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Inge
      | "Write" >> writer.create_write_transform()
      | "Total" >> beam.CombineGlobally(MergeSummaries())
      | "Publish" >> beam.ParDo(PublishFn(plan.connection, plan.layout, plan.mode is BuildMode.REBUILD,
-                                         opts.max_shrink, opts.keep_versions, opts.publish_timeout)))
+                                         opts.max_shrink, opts.keep_versions, opts.publish_timeout,
+                                         plan.lease.identity if plan.lease else None)))
     ((read[DEAD_LETTER], unique[DEAD_LETTER], chunked[DEAD_LETTER])
      | "WriteDeadLetters" >> WriteDeadLetters(plan.dead_letter_path, "documents_dead_lettered"))
 
@@ -137,16 +174,26 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     folder = os.path.dirname(plan.dead_letter_path)
     if "://" not in plan.dead_letter_path and folder:
         os.makedirs(folder, exist_ok=True)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, plan)
-    common = options.view_as(CommonOptions)
-    fmt = options.view_as(IngestOptions).format
-    with live(options, Track("beam-rag ingest", "documents_chunked", "docs",
-                             total=lambda: count_records(common.input, fmt),
-                             also={"chunks written": "chunks_written"})):
-        result = pipeline.run()
-        result.wait_until_finish()
+    lease = plan.lease
+    try:
+        if lease is not None:
+            lease.start_renewing(plan.connection.client)
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, options, plan)
+        common = options.view_as(CommonOptions)
+        fmt = options.view_as(IngestOptions).format
+        with live(options, Track("beam-rag ingest", "documents_chunked", "docs",
+                                 total=lambda: count_records(common.input, fmt),
+                                 also={"chunks written": "chunks_written"})):
+            result = pipeline.run()
+            result.wait_until_finish()
+    finally:
+        if lease is not None:
+            _release(lease)
     counters = read_metrics(result)
+    reused, embedded = counters.get("chunks_reused", 0), counters.get("chunks_embedded", 0)
+    line = reuse_line(reused, reused + embedded, plan.reuse, plan.reuse_note)
+    progress("beam-rag ingest", line)
     return {
         "index": plan.layout.alias,
         "version": plan.layout.index_name,
@@ -155,6 +202,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "documents_indexed": counters.get("documents_indexed"),
         "documents_dead_lettered": counters.get("documents_dead_lettered", 0),
         "chunks_written": counters.get("chunks_written"),
+        "chunks_embedded": embedded,
+        "chunks_reused": reused,
+        "reused_from": plan.reuse.index if plan.reuse else None,
+        "reuse": line,
         "documents_truncated": counters.get("documents_truncated", 0),
         "chunks_dropped": counters.get("chunks_dropped", 0),
         "bytes_read": counters.get("bytes_read"),

@@ -87,6 +87,12 @@ class IngestOptions(PipelineOptions):
                             help="older versions kept for rollback")
         parser.add_argument("--publish-timeout", dest="publish_timeout", type=float, default=600.0)
         parser.add_argument("--write-batch-size", dest="write_batch_size", type=int, default=256)
+        parser.add_argument("--wait-for-lock", dest="wait_for_lock", type=float, default=0.0,
+                            help="seconds to wait while another build of the index holds its build lease "
+                                 "(0: exit 2 at once, naming the running build)")
+        parser.add_argument("--no-reuse", "--full", dest="reuse", action="store_false",
+                            help="embed every chunk again (by default a chunk whose content hash the live "
+                                 "version holds keeps its stored vector; an embedding change turns reuse off)")
         parser.add_argument("--write-max-retries", dest="write_max_retries", type=int, default=8,
                             help="retries of one batch of Redis writes (exponential backoff from 0.2 s, "
                                  "at most 5 s apart) before the job fails")

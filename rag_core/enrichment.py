@@ -48,10 +48,11 @@ from enum import Enum
 from typing import Any, Mapping, Sequence, Union, cast
 
 import numpy as np
+import redis
 from apache_beam.transforms.enrichment import EnrichmentSourceHandler
 
 from rag_core.embeddings.compatibility import check_comparable
-from rag_core.errors import ConfigError, IndexNotFoundError, ModelMismatchError, RedisUnavailableError
+from rag_core.errors import BeamRagError, ConfigError, IndexNotFoundError, ModelMismatchError, RedisUnavailableError
 from rag_core.filters import build_filter, field_kinds
 from rag_core.hybrid import HybridConfig, fuse_hits, text_search_args
 from rag_core.retry import NO_RETRY, RetryPolicy, call_with_retries
@@ -523,6 +524,15 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
                       "latency_ms": (time.perf_counter() - started) * 1000.0, "batch_size": len(requests)}
             pairs = [(req, dict(failed)) for req in requests]
             return pairs if isinstance(request, list) else pairs[0]
+        except redis.ResponseError as exc:  # not transient (those were retried): OOM, NOPERM, index gone ...
+            if _index_gone(exc) and self._re_resolve(info):
+                return self(request, *args, **kwargs)  # the alias serves another version now: search that once
+            if self.on_unavailable is OnUnavailable.RAISE:
+                raise
+            failed = {"hits": [], "index": info.index, ERROR_KEY: f"Redis refused the search of {info.index}: {exc}",
+                      "latency_ms": (time.perf_counter() - started) * 1000.0, "batch_size": len(requests)}
+            pairs = [(req, dict(failed)) for req in requests]
+            return pairs if isinstance(request, list) else pairs[0]
         latency_ms = (time.perf_counter() - started) * 1000.0
         pairs = []
         end = 0
@@ -532,6 +542,24 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
             pairs.append((req, {"hits": hits, "index": info.index, "latency_ms": latency_ms,
                                 "batch_size": len(requests)}))
         return pairs if isinstance(request, list) else pairs[0]
+
+    def _re_resolve(self, gone: IndexInfo) -> bool:
+        """After ``gone``'s index disappeared (pruned, dropped): read the alias again.
+
+        True when it now serves another version (the batch is searched there); a pinned
+        version, an alias that still names ``gone``, or none at all is not re-resolved.
+        """
+        if self.pinned is not None:
+            return False
+        try:
+            info = self._with_retries("Re-reading the index catalog", lambda: self._load_info(self._client))
+        except BeamRagError:
+            return False
+        if info.index == gone.index:
+            return False
+        _LOG.warning("Index %s disappeared; %s now serves %s", gone.index, self.alias, info.index)
+        self._info = info
+        return True
 
     def _search_with_breaker(self, commands: list[list[Any]]) -> list[Any]:
         """The round trip with retries; one attempt only while Redis is known down."""
@@ -617,6 +645,18 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
         v = self.search_parameters.vector
         return (f"RedisVectorSearchHandler(url={self.connection.safe_url!r}, index={v.index!r}, "
                 f"mode={self.search_parameters.mode.value!r}, top_k={v.top_k})")
+
+
+def _index_gone(exc: BaseException) -> bool:
+    """Whether a RediSearch error says the searched index does not exist (any RediSearch version).
+
+    >>> _index_gone(Exception("Command # 1 (FT.INFO x) of pipeline caused error: Unknown index name"))
+    True
+    >>> _index_gone(Exception("x: no such index")), _index_gone(Exception("OOM command not allowed"))
+    (True, False)
+    """
+    text = str(exc).lower()
+    return "unknown index name" in text or "no such index" in text
 
 
 def join_hits(left: Chunk, right: SearchResponse) -> Chunk:

@@ -39,3 +39,7 @@ class ModelNotAvailableError(BeamRagError):
 
 class TemplateError(BeamRagError, ValueError):
     """A prompt template is missing variables or cannot be read."""
+
+
+class BuildInProgressError(BeamRagError):
+    """Another build holds the knowledge base's build lease."""

@@ -32,16 +32,18 @@ class PublishFn(beam.DoFn):
         rebuild: publish ``layout`` as the alias's new version; False refreshes the
             live version's counts (upsert).
         max_shrink, keep_versions, timeout_s: see ``IndexCatalog.publish``.
+        lease: the build lease's ``identity`` (token, start, host, pid): publish and prune only while it is held.
     """
 
     def __init__(self, connection: RedisConnection, layout: IndexLayout, rebuild: bool, max_shrink: float,
-                 keep_versions: int, timeout_s: float):
+                 keep_versions: int, timeout_s: float, lease: tuple[str, str, str, int] | None = None):
         self.connection = connection
         self.layout = layout
         self.rebuild = rebuild
         self.max_shrink = max_shrink
         self.keep_versions = keep_versions
         self.timeout_s = timeout_s
+        self.lease = lease
         self._indexed = Metrics.counter(METRICS_NAMESPACE, "documents_indexed")
 
     def process(self, summary: WriteSummary) -> Iterator[dict[str, Any]]:
@@ -51,9 +53,16 @@ class PublishFn(beam.DoFn):
         try:
             catalog = IndexCatalog(client, self.layout.alias)
             version = self.layout.version
+            lease = None
+            if self.lease is not None:
+                from rag_core.store.lease import BuildLease
+
+                token, started_at, host, pid = self.lease
+                lease = BuildLease(client, self.layout.alias, self.layout.index_name, token=token,
+                                   started_at=started_at, host=host, pid=pid)
             if self.rebuild:
                 result = catalog.publish(version, summary.chunks, summary.documents, summary.metadata_fields,
-                                         self.max_shrink, self.keep_versions, self.timeout_s)
+                                         self.max_shrink, self.keep_versions, self.timeout_s, lease=lease)
             else:
                 record = catalog.get(version)
                 assert record is not None

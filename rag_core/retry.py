@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, TypeVar
@@ -35,8 +36,8 @@ import redis
 from rag_core.errors import ConfigError, RedisUnavailableError
 from rag_core.validation import check_int, check_number
 
-__all__ = ["NO_RETRY", "PERMANENT_ERRORS", "TRANSIENT_ERRORS", "RetriesExhaustedError", "RetryPolicy",
-           "call_with_retries"]
+__all__ = ["NO_RETRY", "PERMANENT_ERRORS", "TRANSIENT_ERRORS", "TRANSIENT_REPLIES", "RetriesExhaustedError",
+           "RetryPolicy", "call_with_retries", "is_transient_reply"]
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +48,24 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 # Transient by type (redis.AuthenticationError is a redis.ConnectionError), but retrying
 # cannot help: refused credentials stay refused.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (redis.AuthenticationError,)
+# Error replies of a server that will answer shortly: a script or module command running
+# (BUSY), a dataset loading (LOADING), a cluster slot moving (TRYAGAIN).
+TRANSIENT_REPLIES = ("BUSY", "LOADING", "TRYAGAIN")
+# A pipeline's error names the command first: "Command # 1 (...) of pipeline caused error: BUSY ...".
+_TRANSIENT_REPLY = re.compile(rf"(?:^|caused error: )(?:{'|'.join(TRANSIENT_REPLIES)})\b")
+
+
+def is_transient_reply(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Redis error reply that a later attempt may not see.
+
+    >>> is_transient_reply(redis.ResponseError("BUSY Redis is busy running a script"))
+    True
+    >>> is_transient_reply(redis.ResponseError("Command # 2 (FT.SEARCH i) of pipeline caused error: TRYAGAIN"))
+    True
+    >>> is_transient_reply(redis.ResponseError("OOM command not allowed")), is_transient_reply(OSError("BUSY"))
+    (False, False)
+    """
+    return isinstance(exc, redis.ResponseError) and bool(_TRANSIENT_REPLY.search(str(exc)))
 
 
 @dataclass(frozen=True)
@@ -90,8 +109,11 @@ class RetryPolicy:
         return tuple(min(self.backoff_s * 2 ** n, self.max_backoff_s) for n in range(self.max_retries))
 
     def is_transient(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is worth another attempt under this policy."""
-        return isinstance(exc, self.transient) and not isinstance(exc, self.permanent)
+        """Whether ``exc`` is worth another attempt under this policy: one of ``transient``,
+        or an error reply of a busy or loading server (:func:`is_transient_reply`)."""
+        if isinstance(exc, self.permanent):
+            return False
+        return isinstance(exc, self.transient) or is_transient_reply(exc)
 
     def with_max_retries(self, max_retries: int) -> "RetryPolicy":
         """The same policy with another retry budget (0: try once)."""

@@ -179,11 +179,14 @@ class IndexCatalog:
             delay = min(delay * 2, 1.0)
 
     def publish(self, version: str, written: int, documents: int, metadata_fields: dict[str, FieldKind],
-                max_shrink: float = 0.5, keep_versions: int = 1, timeout_s: float = 600.0) -> dict[str, Any]:
+                max_shrink: float = 0.5, keep_versions: int = 1, timeout_s: float = 600.0,
+                lease: Any = None) -> dict[str, Any]:
         """Index, verify and atomically serve a finished rebuild, then prune old versions.
 
         Any refusal leaves the alias on the last complete version and removes the
-        refused build's keys.
+        refused build's keys. With ``lease`` (a :class:`~rag_core.store.lease.BuildLease`)
+        the alias moves only while the build still holds it (checked in the same
+        transaction), and pruning stops as soon as it does not.
         """
         record = self.get(version)
         if record is None:
@@ -210,10 +213,14 @@ class IndexCatalog:
         except PublishRefusedError:
             self.drop_version(version)
             raise
-        self.client.ft(record.index).aliasupdate(self.alias)
+        if lease is None:
+            self.client.ft(record.index).aliasupdate(self.alias)
+        else:
+            lease.fenced(f"publish {record.index}",
+                         lambda pipe: pipe.execute_command("FT.ALIASUPDATE", self.alias, record.index))
         record = replace(record, state="ready", published_at=_now(), chunks=searchable, documents=documents)
         self._save(record)
-        dropped = self.prune(keep_versions, current=record.version)
+        dropped = self.prune(keep_versions, current=record.version, lease=lease)
         _LOG.info("Published %s as %s (%d chunks); dropped %s", record.index, self.alias, searchable, dropped)
         return {"alias": self.alias, "index": record.index, "chunks": searchable, "documents": documents,
                 "previous": previous, "dropped": dropped}
@@ -229,9 +236,9 @@ class IndexCatalog:
         return {"alias": self.alias, "index": record.index, "chunks": num_docs, "documents": documents}
 
     # -- maintenance ---------------------------------------------------------
-    def prune(self, keep_versions: int, current: str) -> list[str]:
+    def prune(self, keep_versions: int, current: str, lease: Any = None) -> list[str]:
         """Drop ready versions beyond ``keep_versions`` older ones, and abandoned builds
-        that started before ``current``."""
+        that started before ``current`` (only while ``lease``, if given, is still held)."""
         dropped: list[str] = []
         older_ready = [r for r in self.versions() if r.state == "ready" and r.version < current]
         keep = {r.version for r in older_ready[-keep_versions:]} if keep_versions > 0 else set()
@@ -239,6 +246,9 @@ class IndexCatalog:
             if r.version == current or r.version in keep:
                 continue
             if r.state == "ready" or r.version < current:
+                if lease is not None and not lease.held():
+                    _LOG.warning("Build lease of %s lost: not pruning %s", self.alias, r.version)
+                    break
                 self.drop_version(r.version)
                 dropped.append(r.version)
         return dropped

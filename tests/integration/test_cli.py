@@ -50,7 +50,9 @@ def test_index_info_list_rollback_drop(kb, build_index, facts, redis_url, capsys
     assert cli.main(["index", "rollback", copy, "--redis-url", redis_url]) == 0
     rolled = json.loads(capsys.readouterr().out)
     assert rolled["previous"] == before["index"] and rolled["index"] != before["index"]
-    assert cli.main(["index", "drop", copy, "--redis-url", redis_url]) == 0
+    assert cli.main(["index", "drop", copy, "--redis-url", redis_url]) == 2
+    assert "is live (serving " in capsys.readouterr().err  # a served index needs --force
+    assert cli.main(["index", "drop", copy, "--force", "--redis-url", redis_url]) == 0
     capsys.readouterr()
     assert cli.main(["index", "info", copy, "--redis-url", redis_url]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -276,3 +276,68 @@ class TestRedisUnavailable:
                     hasty(request)
             finally:
                 redis_client.execute_command("CLIENT", "UNPAUSE")
+
+
+_BUSY_LUA = """
+local t0 = redis.call('TIME')
+local start = tonumber(t0[1]) + tonumber(t0[2]) / 1e6
+while true do
+  local t = redis.call('TIME')
+  if tonumber(t[1]) + tonumber(t[2]) / 1e6 - start > tonumber(ARGV[1]) then break end
+end
+return 1
+"""
+
+
+class TestRedisErrorReplies:
+    """Error replies, not lost connections: retried when transient, else dead-lettered or re-resolved."""
+
+    def test_busy_server_is_retried(self, redis_conn, redis_client, alias, embedder) -> None:
+        import threading
+
+        request = question(embedder, "What is the capital of Zorbania?")
+        handler = RedisVectorSearchHandler(redis_conn, VectorSearchParameters(alias),
+                                           retry=RetryPolicy(max_retries=10, backoff_s=0.1, max_backoff_s=0.3))
+        threshold = redis_client.config_get("busy-reply-threshold")["busy-reply-threshold"]
+        blocker = redis_conn.client()
+        with handler:
+            try:
+                redis_client.config_set("busy-reply-threshold", 50)
+                script = threading.Thread(target=blocker.eval, args=(_BUSY_LUA, 0, 1.0))
+                script.start()
+                time.sleep(0.2)  # the script is running: every other command gets BUSY
+                _, response = handler(request)
+                script.join()
+            finally:
+                redis_client.config_set("busy-reply-threshold", threshold)
+                blocker.close()
+        assert response["hits"][0]["doc_id"] == "zorb" and "error" not in response
+
+    def test_pruned_version_is_re_resolved_through_the_alias(self, redis_conn, redis_client, build_index, facts,
+                                                             embedder) -> None:
+        name = build_index(f"t_prune_{int(time.time() * 1000) % 10**9}", facts)
+        handler = RedisVectorSearchHandler(redis_conn, VectorSearchParameters(name, top_k=2),
+                                           on_unavailable=OnUnavailable.REPORT)
+        request = question(embedder, "How do bees tell others where flowers are?")
+        with handler:
+            first = handler.index_info.index
+            build_index(name, facts, "--keep-versions", "0")  # publishes a new version, drops `first`
+            assert redis_client.exists(f"beamrag:{name}:{first.split('__')[1]}:zorb#0") == 0
+            _, response = handler(request)
+        assert "error" not in response and response["hits"][0]["doc_id"] == "bees"
+        assert response["index"] != first and response["index"].startswith(name + "__")
+
+    def test_dropped_pinned_version_dead_letters_with_the_reason(self, redis_conn, redis_client, build_index,
+                                                                 facts, embedder) -> None:
+        name = build_index(f"t_drop_{int(time.time() * 1000) % 10**9}", facts)
+        with RedisVectorSearchHandler(redis_conn, VectorSearchParameters(name)) as probe:
+            pinned = probe.index_info.index
+        request = question(embedder, "What is the capital of Zorbania?")
+        report = RedisVectorSearchHandler(redis_conn, VectorSearchParameters(pinned),
+                                          on_unavailable=OnUnavailable.REPORT)
+        with report:
+            redis_client.execute_command("FT.DROPINDEX", pinned)
+            _, response = report(request)
+        assert response["hits"] == [] and response["index"] == pinned
+        assert response["error"].startswith(f"Redis refused the search of {pinned}: ")
+        assert "index" in response["error"].lower()

@@ -88,3 +88,26 @@ class TestCallWithRetries:
         fn = Flaky(KeyError("k"))
         policy = RetryPolicy(max_retries=1, backoff_s=0.001, transient=(KeyError,), permanent=())
         assert call_with_retries(fn, policy) == "ok" and fn.calls == 2
+
+
+def test_busy_loading_and_tryagain_replies_are_retried_other_replies_are_not():
+    import redis
+
+    from rag_core.retry import RetryPolicy, call_with_retries, is_transient_reply
+
+    replies = iter([redis.ResponseError("BUSY Redis is busy running a script."),
+                    redis.ResponseError("Command # 1 (FT.SEARCH i *) of pipeline caused error: TRYAGAIN x"),
+                    "ok"])
+
+    def flaky() -> str:
+        value = next(replies)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    assert call_with_retries(flaky, RetryPolicy(max_retries=2, backoff_s=0.001)) == "ok"
+    for text in ("OOM command not allowed when used memory > 'maxmemory'", "NOPERM no permissions",
+                 "Unknown index name", "MISCONF Redis is configured to save RDB snapshots"):
+        assert not is_transient_reply(redis.ResponseError(text))
+        assert not RetryPolicy().is_transient(redis.ResponseError(text))
+    assert RetryPolicy().is_transient(redis.ResponseError("LOADING Redis is loading the dataset in memory"))
