@@ -216,6 +216,7 @@ def live(options: PipelineOptions, track: Track) -> Iterator[None]:
     display.start()
     try:
         with logging_redirect_tqdm():  # log lines above the bar, not through it
+            _keep_filters()
             yield
             time.sleep(FLUSH_SECONDS * 1.2)  # the workers' last counts
     finally:
@@ -232,9 +233,24 @@ def live(options: PipelineOptions, track: Track) -> Iterator[None]:
 OURS = ("pipelines", "rag_core", "__main__")
 
 
+def _keep_filters() -> None:
+    """Give the handlers ``logging_redirect_tqdm`` swapped in the quiet filter the CLI set
+    on the ones they replace (tqdm copies the formatter, not the filters)."""
+    import logging
+
+    root = logging.getLogger()
+    ours = next((f for h in root.handlers for f in h.filters if isinstance(f, _OursOrErrors)), None)
+    if ours is None:
+        return
+    for handler in root.handlers:
+        if not any(isinstance(f, _OursOrErrors) for f in handler.filters):
+            handler.addFilter(ours)
+
+
 class _OursOrErrors:
     """A log filter: our own loggers from ``ours`` (INFO; WARNING with ``--quiet``), anyone
-    else's (Beam warns on the root logger) only from ERROR."""
+    else's (Beam warns on the root logger) only from ERROR, and Beam's own not at all: it logs
+    a failed bundle at ERROR with its traceback, which the command prints as one line."""
 
     def __init__(self, ours: int) -> None:
         self.ours = ours
@@ -242,7 +258,10 @@ class _OursOrErrors:
     def filter(self, record: Any) -> bool:
         import logging
 
-        return record.levelno >= (self.ours if record.name.split(".")[0] in OURS else logging.ERROR)
+        top = record.name.split(".")[0]
+        if top == "apache_beam":
+            return record.levelno > logging.CRITICAL
+        return record.levelno >= (self.ours if top in OURS else logging.ERROR)
 
 
 def quiet_libraries(quiet: bool = False) -> None:
