@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Sequence
+from typing import Callable, Sequence
 
 __all__ = ["AnswerType", "Candidate", "answer_type", "best_candidate", "candidate_spans"]
 
@@ -130,37 +130,40 @@ def _date_spans(ws: list[_Word]) -> list[tuple[int, int]]:
     return spans
 
 
-def _number_spans(ws: list[_Word]) -> list[tuple[int, int]]:
+def _runs(ws: list[_Word], starts: Callable[[str], bool], extends: Callable[[int], bool]) -> list[tuple[int, int]]:
+    """Maximal runs of words: each begins at a word ``starts`` accepts and grows while
+    ``extends(j)`` accepts the word after ``j``."""
     spans, i = [], 0
     while i < len(ws):
-        if _is_number(ws[i][2]) and not _YEAR.match(ws[i][2]):
-            j = i
-            while _joined(ws, j) and (_is_number(ws[j + 1][2]) or ws[j + 1][2].lower() in ("percent", "per", "cent")):
-                j += 1
-            nxt = ws[j + 1][2] if _joined(ws, j) else ""
-            if nxt and nxt.lower() not in STOPWORDS and not nxt[0].isupper():  # its unit: "4 weeks"
-                j += 1
-            spans.append((i, j))
-            i = j + 1
-        else:
+        if not starts(ws[i][2]):
             i += 1
+            continue
+        j = i
+        while extends(j):
+            j += 1
+        spans.append((i, j))
+        i = j + 1
     return spans
+
+
+def _number_spans(ws: list[_Word]) -> list[tuple[int, int]]:
+    def more(j: int) -> bool:
+        return _joined(ws, j) and (_is_number(ws[j + 1][2]) or ws[j + 1][2].lower() in ("percent", "per", "cent"))
+
+    def unit(j: int) -> int:  # its unit: "4 weeks"
+        nxt = ws[j + 1][2] if _joined(ws, j) else ""
+        return j + 1 if nxt and nxt.lower() not in STOPWORDS and not nxt[0].isupper() else j
+
+    # A unit is never a number (``more`` would have taken it), so runs and units cannot overlap.
+    return [(i, unit(j)) for i, j in _runs(ws, lambda w: _is_number(w) and not _YEAR.match(w), more)]
 
 
 def _name_spans(ws: list[_Word]) -> list[tuple[int, int]]:
-    spans, i = [], 0
-    while i < len(ws):
-        w = ws[i][2]
-        if w[0].isupper() and w.lower() not in STOPWORDS:
-            j = i
-            while _joined(ws, j) and (ws[j + 1][2][0].isupper() or (
-                    ws[j + 1][2].lower() in _CONNECTORS and _joined(ws, j + 1) and ws[j + 2][2][0].isupper())):
-                j += 1
-            spans.append((i, j))
-            i = j + 1
-        else:
-            i += 1
-    return spans
+    def more(j: int) -> bool:
+        return _joined(ws, j) and (ws[j + 1][2][0].isupper() or (
+            ws[j + 1][2].lower() in _CONNECTORS and _joined(ws, j + 1) and ws[j + 2][2][0].isupper()))
+
+    return _runs(ws, lambda w: w[0].isupper() and w.lower() not in STOPWORDS, more)
 
 
 _SPANS = {AnswerType.DATE: _date_spans, AnswerType.NUMBER: _number_spans, AnswerType.NAME: _name_spans}
