@@ -129,13 +129,27 @@ def count_records(pattern: str, fmt: str = "auto") -> int | None:
 @dataclass(frozen=True)
 class Track:
     """What one run's bar shows: ``counter`` (a :class:`~rag_core.progress.ProgressCounter` name)
-    out of ``total()`` (computed in the background; ``None``: rate only), and ``also`` as ``label=N``."""
+    out of ``total()`` (computed in the background; ``None``: rate only), and ``also`` as ``label=N``.
+
+    ``ahead`` names a counter of the same items taken before a grouping stage: the
+    DirectRunner runs a stage only once the one before it is done, so a count at the
+    sink would stay at 0 until the end; the bar shows whichever of the two is further.
+
+    >>> Track("q", "answered", "questions", ahead="settled").done({"settled": 3, "answered": 1})
+    3
+    >>> Track("q", "answered", "questions", ahead="settled").done({"answered": 4})
+    4
+    """
 
     prog: str
     counter: str
     unit: str
     total: Callable[[], int | None] | None = None
     also: dict[str, str] = field(default_factory=dict)  # label -> counter name
+    ahead: str | None = None
+
+    def done(self, counts: dict[str, int]) -> int:
+        return max(counts.get(self.counter, 0), counts.get(self.ahead, 0) if self.ahead else 0)
 
 
 class _Display(threading.Thread):
@@ -171,7 +185,7 @@ class _Display(threading.Thread):
 
     def show(self, final: bool = False) -> None:
         counts = read_counts(self.folder)
-        n = counts.get(self.track.counter, 0)
+        n = self.track.done(counts)
         total = self.total if self.total is None or n <= self.total else None
         if self.bar is not None:
             self.bar.total = total

@@ -53,6 +53,7 @@ from rag_core.filters import field_kinds
 from rag_core.generation import METRICS_NAMESPACE as GENERATION_NAMESPACE
 from rag_core.generation import GeneratorConfig, GeneratorModelHandler, KeyedGeneratorHandler
 from rag_core.context import ContextConfig
+from rag_core.progress import QUESTIONS_SETTLED
 from rag_core.prompt import PromptConfig, PromptStyle
 from rag_core.questions import ReadQuestions, duplicate_question, to_chunk
 from rag_core.sinks import DEAD_LETTER, WriteAnswers, WriteDeadLetters, count_rows, home_dead_letter_path, timestamp
@@ -197,7 +198,7 @@ def run(argv: Sequence[str] | None = None, generator_handler: GeneratorHandler |
     build_pipeline(pipeline, options, plan, generator_handler)
     with live(options, Track("beam-rag query", "questions_answered", "questions",
                              total=lambda: count_records(common.input, "jsonl"),
-                             also={"dead-lettered": "questions_dead_lettered"})):
+                             also={"dead-lettered": "questions_dead_lettered"}, ahead=QUESTIONS_SETTLED)):
         result = pipeline.run()
         result.wait_until_finish()
     counters = read_metrics(result, also={GENERATION_NAMESPACE: ("tokens_generated",)})

@@ -46,6 +46,7 @@ from rag_core.grounding import snap_to_span
 from rag_core.enrichment import (ENRICHMENT_KEY, ERROR_KEY, RETRIEVAL_KEY, RedisVectorSearchHandler,
                                  VectorSearchParameters, join_hits, search_parameters)
 from rag_core.generation import GeneratorConfig, generate_batch, load_generator, load_tokenizer
+from rag_core.progress import QUESTIONS_SETTLED, ProgressCounter
 from rag_core.prompt import Passage, PromptBuilder, PromptConfig
 from rag_core.questions import DEFAULT_MAX_QUESTION_CHARS, Question, check_question, to_chunk
 from rag_core.sinks import DEAD_LETTER, METRICS_NAMESPACE, AnswerRow, AnswerSpan, Source
@@ -345,6 +346,7 @@ class BuildPromptFn(beam.DoFn):
         self.prompt = prompt
         self.context = context
         self.embedding = embedding
+        self._settled = ProgressCounter(QUESTIONS_SETTLED)
 
     def setup(self) -> None:
         tokenizer = load_tokenizer(_tokenizer_source(self.generator), self.generator.cache_dir)
@@ -353,6 +355,7 @@ class BuildPromptFn(beam.DoFn):
 
     def process(self, row: AnswerRow) -> Iterator[Any]:
         if not row.sources:
+            self._settled.inc()
             yield beam.pvalue.TaggedOutput(ABSTAINED, replace(row, answer=ABSTAIN, model=self.generator.label))
             return
         prompt, context = prompt_for(self._builder, row, self.generator.label, self._selector)

@@ -32,6 +32,7 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from rag_core.errors import ConfigError, ModelNotAvailableError
+from rag_core.progress import QUESTIONS_SETTLED, ProgressCounter
 from rag_core.prompt import encode_prompt
 from rag_core.smollm2 import SMOLLM2_HUB_ID, is_smollm2, packaged_tokenizer, resolve_smollm2
 from rag_core.validation import check_int, check_optional_int, check_positive_int, is_number
@@ -538,8 +539,13 @@ class KeyedGeneratorHandler(KeyedModelHandler):
     Batches are bucketed by prompt length (the unkeyed ``length_fn`` applied to the
     prompt, not to the tuple) and each batch's latency goes to ``beam_rag``'s
     ``generation_latency_ms``. Tokens are counted by :class:`GeneratorModelHandler`
-    itself (``beam_rag.generation``/``tokens_generated``).
+    itself (``beam_rag.generation``/``tokens_generated``); answered prompts also count
+    towards the CLI's live progress (:data:`~rag_core.progress.QUESTIONS_SETTLED`).
     """
+
+    def __init__(self, unkeyed: ModelHandler[Any, Any, Any], **kwargs: Any) -> None:
+        super().__init__(unkeyed, **kwargs)
+        self._settled = ProgressCounter(QUESTIONS_SETTLED)
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         kwargs = dict(super().batch_elements_kwargs())
@@ -555,4 +561,5 @@ class KeyedGeneratorHandler(KeyedModelHandler):
         results = list(super().run_inference(batch, model, inference_args))
         Metrics.distribution(PIPELINE_NAMESPACE, "generation_latency_ms").update(
             int((time.perf_counter() - started) * 1000))
+        self._settled.inc(len(results))
         return results

@@ -11,6 +11,7 @@ remote runner) nothing is written.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -18,10 +19,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV", "FLUSH_SECONDS", "ProgressCounter", "counter", "read_counts"]
+__all__ = ["ENV", "FLUSH_SECONDS", "QUESTIONS_SETTLED", "ProgressCounter", "counter", "read_counts"]
 
 ENV = "BEAM_RAG_PROGRESS_DIR"
 FLUSH_SECONDS = 0.5
+# A question whose answer is known before the query pipeline's join (generated, or
+# abstained without the generator): the DirectRunner runs that join, and the sink
+# after it, only once every generation is done, so the sink's count would sit at 0.
+QUESTIONS_SETTLED = "questions_settled"
 
 
 class _Tally:
@@ -53,13 +58,17 @@ _lock = threading.Lock()
 _flusher: tuple[int, threading.Thread] | None = None  # (pid, thread): a forked child starts its own
 
 
+def _flush_all() -> None:
+    for tally in list(_tallies):
+        tally.flush()
+        if tally.path is None:
+            _tallies.discard(tally)
+
+
 def _flush_forever() -> None:
     while True:
         time.sleep(FLUSH_SECONDS)
-        for tally in list(_tallies):
-            tally.flush()
-            if tally.path is None:
-                _tallies.discard(tally)
+        _flush_all()
 
 
 def _open_tally(name: str) -> _Tally:
@@ -73,6 +82,8 @@ def _open_tally(name: str) -> _Tally:
         if _flusher is None or _flusher[0] != os.getpid():
             thread = threading.Thread(target=_flush_forever, name="beam-rag-progress", daemon=True)
             thread.start()
+            if _flusher is None:  # a DirectRunner worker process ends after its last bundle: its last counts
+                atexit.register(_flush_all)
             _flusher = (os.getpid(), thread)
     return tally
 

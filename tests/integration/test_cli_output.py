@@ -13,11 +13,15 @@ import pty
 import struct
 import sys
 import termios
+import time
 from pathlib import Path
+from typing import Any, Sequence
 
 import pytest
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from pipelines import cli
+from pipelines import cli, progress, query
+from rag_core.progress import ENV, FLUSH_SECONDS, QUESTIONS_SETTLED, read_counts
 
 REPO = Path(__file__).resolve().parents[2]
 NOISE = ("This output type hint will be ignored", "Loading weights", "de-quantizing GGUF", "Warning:",
@@ -91,6 +95,18 @@ def test_quiet_prints_only_the_summary(corpus, facts, redis_url, index_name):
     assert len(lines) == 1 and json.loads(lines[0])["documents_indexed"] == len(facts), out[-3000:]
 
 
+
+def test_verbose_multi_process_ingest_counts_every_worker_and_brings_the_library_logs_back(
+        corpus, facts, redis_url, index_name):
+    code, out = run_in_pty(["--verbose", "ingest", "--input", str(corpus), "--index", index_name,
+                            "--redis-url", redis_url, "--no-reuse",
+                            "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])
+    assert code == 0, out[-3000:]
+    [summary] = [json.loads(line) for line in out.replace("\r", "\n").splitlines() if line.startswith('{"index"')]
+    # The counts come from the worker processes, the last of them written as each one exits.
+    assert f"{len(facts)}/{len(facts)}" in out and f"chunks written={summary['chunks_written']}" in out, out[-3000:]
+    assert "This output type hint will be ignored" in out  # Beam's own log, which the default output hides
+
 def test_index_list_and_info_are_tables_unless_json(build_index, facts, redis_url, capsys):
     name = build_index("t_cli_output_kb", facts)
     assert cli.main(["index", "list", "--redis-url", redis_url]) == 0
@@ -110,3 +126,53 @@ def test_index_list_and_info_are_tables_unless_json(build_index, facts, redis_ur
     assert cli.main(["index", "info", name, "--redis-url", redis_url, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["alias"] == name and info["num_docs"] == len(facts) and info["versions"][0]["current"]
+
+
+class _NoModel:
+    """The stub's model (Beam's model sharing holds a weak reference to it)."""
+
+
+class SlowStubGenerator(ModelHandler[str, PredictionResult, _NoModel]):
+    """A stand-in generator: one prompt per batch, a pause each, and a look at the live tallies."""
+
+    def __init__(self, seen: str) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def load_model(self) -> _NoModel:
+        return _NoModel()
+
+    def batch_elements_kwargs(self) -> dict[str, int]:
+        return {"min_batch_size": 1, "max_batch_size": 1}
+
+    def run_inference(self, batch: Sequence[str], model: _NoModel,
+                      inference_args: dict[str, Any] | None = None) -> list[PredictionResult]:
+        time.sleep(FLUSH_SECONDS * 1.5)  # the earlier batches' counts reach their files
+        with open(self.seen, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(read_counts(os.environ[ENV])) + "\n")
+        return [PredictionResult(p, "A stub answer.", "stub") for p in batch]
+
+
+def test_the_query_bar_moves_while_answers_are_generated(build_index, facts, redis_url, tmp_path, capsys):
+    """Under the DirectRunner the sink runs after every generation; the bar must not sit at 0 until then."""
+    name = build_index("t_cli_output_kb", facts)
+    n = 5
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is fact {i} about?"}) + "\n"
+                                 for i in range(n)), encoding="utf-8")
+    seen = tmp_path / "seen.jsonl"
+    progress.configure(progress.Verbosity.NORMAL)
+    try:
+        summary = query.run(["--input", str(questions), "--output", str(tmp_path / "a.jsonl"), "--index", name,
+                             "--redis-url", redis_url, "--min-score", "-1", "--no-large-model"],
+                            generator_handler=SlowStubGenerator(str(seen)))
+    finally:
+        progress.configure(None)
+    assert summary["questions_answered"] == n
+    views = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert len(views) == n
+    # By the last generation the earlier ones show (one flush may still be on its way),
+    # before any answer has reached the sink.
+    assert views[-1].get(QUESTIONS_SETTLED, 0) >= n - 2 > views[-1].get("questions_answered", 0), views
+    err = capsys.readouterr().err
+    assert "beam-rag query: 100%" in err and f"{n}/{n}" in err, err[-2000:]

@@ -22,10 +22,13 @@ def test_demo_builds_the_sample_index_and_answers_with_sources(capsys, tmp_path,
                                                                index_name):
     answers = tmp_path / "answers.jsonl"
     code = main(["demo", "--redis-url", redis_url, "--index", index_name, "--output", str(answers)])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == 0
-
     docs, questions = sample("docs.jsonl"), sample("questions.jsonl")
+    # Progress for both stages reaches stderr (plain lines: this stderr is not a terminal).
+    assert f"beam-rag ingest: 100% {len(docs)}/{len(docs)}" in captured.err, captured.err[-2000:]
+    assert f"beam-rag query: 100% {len(questions)}/{len(questions)}" in captured.err, captured.err[-2000:]
     info = IndexCatalog(redis_client, index_name).info()
     assert info["num_docs"] == len(docs) and info["documents"] == len(docs)
 

@@ -78,6 +78,8 @@ class TestSquadEvalSlice:
         answerable = [r for r in runs["questions"] if r["answerable"]]
         assert summary["attempted"] == sum(r["returned"] and not r["abstained"] for r in answerable)
         assert "indexing 24 paragraphs" in err and "answering 12 questions" in err
+        # Both stages' progress (plain lines: stderr is not a terminal here).
+        assert "beam-rag ingest: 100% 24/24" in err and "beam-rag query: 100% 12/12" in err, err[-2000:]
 
     def test_built_index_is_dropped(self, squad_run: tuple[dict[str, Any], str], redis_conn: RedisConnection) -> None:
         summary, _ = squad_run
