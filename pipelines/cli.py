@@ -104,6 +104,16 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_redis(args: argparse.Namespace) -> int:
     from rag_core.store.local_server import LocalRedis
 
+    if args.redis_cmd == "acl":
+        from rag_core.errors import ConfigError
+        from rag_core.store.acl import AclRole, setuser_command
+
+        if not args.index:
+            raise ConfigError("redis acl needs --index NAME (the knowledge base the user may build or query)")
+        role = AclRole(args.role)
+        print(setuser_command(args.user or f"rag-{role.value}", args.index, role))
+        return 0
+
     kwargs: dict[str, Any] = {}
     if args.port:
         kwargs["port"] = args.port
@@ -309,7 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--force", action="store_true", help="drop it even while it is served")
 
     red = sub.add_parser("redis", help="the embedded local Redis server")
-    red.add_argument("redis_cmd", choices=["start", "stop", "status", "url"])
+    red.add_argument("redis_cmd", choices=["start", "stop", "status", "url", "acl"])
+    red.add_argument("--index", default=None, help="acl: the knowledge base")
+    red.add_argument("--role", default="query", choices=["query", "build"],
+                     help="acl: read-only query jobs, or builds (ingest, rollback, drop)")
+    red.add_argument("--user", default=None, help="acl: the user name (default rag-query / rag-build)")
     red.add_argument("--show-password", action="store_true",
                      help="url: include the password (it is then on your screen and in your shell)")
     red.add_argument("--port", type=int, default=None)

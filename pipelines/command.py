@@ -41,6 +41,12 @@ def unwrap_error(exc: BaseException) -> BeamRagError | None:
     import rag_core.errors as errors
 
     text = str(exc)
+    refused = re.search(r"(User \S+ has no permissions to run the '[^']+' command|No permissions to access a (key|channel))",
+                        text)
+    if refused:  # a redis NoPermissionError, raised here or inside a Beam stage
+        return errors.RedisPermissionError(
+            f"Redis refused: {refused.group(1)}. `beam-rag redis acl --index NAME --role build` (or `--role query`) "
+            "prints the ACL a build (or a query job) needs")
     for name in dir(errors):
         cls = getattr(errors, name)
         if isinstance(cls, type) and issubclass(cls, BeamRagError) and f"{name}: " in text:

@@ -17,6 +17,10 @@ class RedisUnavailableError(BeamRagError):
     """Redis cannot be reached (after bounded retries)."""
 
 
+class RedisPermissionError(BeamRagError):
+    """The Redis user may not run a command or touch a key the job needs (an ACL)."""
+
+
 class LocalRedisError(BeamRagError):
     """The embedded local Redis server cannot be started, stopped or found."""
 

@@ -489,6 +489,54 @@ class TestQueryInjection:
             IndexCatalog(redis_client, name)
 
 
+
+# --------------------------------------------------------------------------- least privilege
+
+
+class TestLeastPrivilege:
+    """The ACLs `beam-rag redis acl` prints (rag_core.store.acl), on a real server: a query
+    job runs as the read-only user; a build as it fails with one line naming the refusal."""
+
+    def test_read_only_user_answers_and_cannot_build(self, auth_server: LocalRedis, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+        from rag_core.store.acl import AclRole, acl_rules
+
+        kb = "kb_least_privilege"
+        admin = raw_client(auth_server)
+        try:
+            for user, role in (("lp-build", AclRole.BUILD), ("lp-query", AclRole.QUERY)):
+                admin.execute_command("ACL", "SETUSER", user, "reset", "on", f">{ACL_PASSWORD}", *acl_rules(kb, role))
+        finally:
+            admin.close()
+        builder, reader = url_with(auth_server, "lp-build", ACL_PASSWORD), url_with(auth_server, "lp-query", ACL_PASSWORD)
+
+        documents = docs(tmp_path)
+        for _ in range(2):  # a build, then a rebuild reusing it: lease, reuse lookups, publish, prune
+            assert ingest.run(["--input", str(documents), "--index", kb, "--redis-url", builder])[
+                "documents_indexed"] == 3
+        questions = write_jsonl(tmp_path / "q.jsonl", [{"id": "q1", "question": "Which note describes rivers?"}])
+        for mode in ("dense", "hybrid"):
+            output = tmp_path / f"answers-{mode}.jsonl"
+            summary = query.run(["--input", str(questions), "--output", str(output), "--index", kb,
+                                 "--redis-url", reader, "--retrieval-only", "--retrieval", mode])
+            assert summary["questions_answered"] == 1 and summary["questions_dead_lettered"] == 0
+            assert json.loads(output.read_text().splitlines()[0])["sources"][0]["doc_id"] == "doc0000"
+        assert cli.main(["index", "info", kb, "--redis-url", reader, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["num_docs"] == 3
+
+        assert cli.main(["ingest", "--input", str(documents), "--index", kb, "--redis-url", reader]) == cli.EXIT_ERROR
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("beam-rag: error: Redis refused: User lp-query has no "
+                                                   "permissions to run the 'set' command"), err
+        assert "beam-rag redis acl" in err[0] and ACL_PASSWORD not in err[0]
+        # The build user is bound to its own knowledge base too.
+        assert cli.main(["ingest", "--input", str(documents), "--index", "kb_not_mine", "--redis-url",
+                         builder]) == cli.EXIT_ERROR
+        assert "No permissions to access a key" in capsys.readouterr().err
+        assert cli.main(["index", "rollback", kb, "--redis-url", reader]) == cli.EXIT_ERROR
+        assert "Redis refused: User lp-query has no permissions" in capsys.readouterr().err
+        assert cli.main(["index", "drop", kb, "--force", "--redis-url", builder]) == 0
+
 # --------------------------------------------------------------------------- documents are data
 
 
