@@ -29,3 +29,11 @@ def test_setuser_leaves_the_password_to_fill_in_and_refuses_bad_names() -> None:
     assert line.startswith("ACL SETUSER rag-build on >PASSWORD resetkeys ")
     with pytest.raises(ConfigError):
         acl_rules("docs with space", AclRole.QUERY)
+
+
+def test_the_readme_shows_the_lines_the_command_prints() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for user, role in (("rag-query", AclRole.QUERY), ("rag-build", AclRole.BUILD)):
+        assert setuser_command(user, "docs", role) in readme
