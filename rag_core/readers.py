@@ -6,7 +6,8 @@ Every input record becomes a ``Document`` (main output) or a ``DeadLetter``
 
 One byte budget per record (``--max-doc-bytes``) holds while reading, in every
 format: ``.gz`` files are decompressed in bounded blocks (a gzip bomb stops at the
-limit), CSV fields are bounded by ``csv.field_size_limit`` (an unbalanced quote
+limit), CSV fields are bounded by ``csv.field_size_limit`` and each record's raw
+text by :class:`_RecordLines` (an unbalanced quote or an oversized record
 dead-letters the rest of the file, with its line), Parquet rows are sized from
 the Arrow batch before any Python object is built.
 """
@@ -209,18 +210,24 @@ class _ParseFileFn(beam.DoFn):
         delimiter = "\t" if name.endswith(".tsv") else ","
         with open_bounded(readable) as fh:
             text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
-            reader = csv.DictReader(text, delimiter=delimiter, strict=True)
+            lines = _RecordLines(text, CSV_RECORD_FACTOR * self.max_doc_bytes)
+            reader = csv.DictReader(lines, delimiter=delimiter, strict=True)
             try:
                 if reader.fieldnames is None:
                     return
-            except csv.Error as exc:
+            except (csv.Error, _RecordTooLarge) as exc:
                 yield DeadLetter(f"{path}:1", f"malformed CSV header ({exc}); the file is not read")
                 return
             while True:
                 start = reader.line_num + 1
+                lines.new_record()
                 try:
                     row = next(reader)
                 except StopIteration:
+                    return
+                except _RecordTooLarge as exc:
+                    yield DeadLetter(f"{path}:{start}", f"CSV record from line {start} {exc}: the rest of the "
+                                                        "file is not read")
                     return
                 except csv.Error as exc:
                     yield DeadLetter(f"{path}:{start}", f"malformed CSV from line {start} ({exc}, e.g. an "
@@ -254,6 +261,46 @@ class _ParseFileFn(beam.DoFn):
                                                            f"({row_bytes} > {self.max_doc_bytes} bytes)")
                     else:
                         yield document_from_record(next(rows), f"{path}:row{n}", self.fields, extra_metadata=True)
+
+
+CSV_RECORD_FACTOR = 2  # a record's raw text may hold quotes and delimiters besides its --max-doc-bytes of fields
+
+
+class _RecordTooLarge(Exception):
+    pass
+
+
+class _RecordLines:
+    """The CSV reader's lines, at most ``budget`` characters per record (a quoted record spans
+    lines; one huge line is read no further than the budget), so a row of many large fields
+    is refused while read, not after the reader has built it.
+
+    >>> lines = _RecordLines(io.StringIO("a,b\\n" + "x" * 50 + "\\n"), 10)
+    >>> next(lines)
+    'a,b\\n'
+    >>> lines.new_record(); next(lines)
+    Traceback (most recent call last):
+    ...
+    rag_core.readers._RecordTooLarge: over 10 characters (--max-doc-bytes)
+    """
+
+    def __init__(self, text: io.TextIOBase, budget: int) -> None:
+        self.text, self.budget, self.used = text, budget, 0
+
+    def new_record(self) -> None:
+        self.used = 0
+
+    def __iter__(self) -> _RecordLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(self.budget - self.used + 1)
+        if not line:
+            raise StopIteration
+        self.used += len(line)
+        if self.used > self.budget:
+            raise _RecordTooLarge(f"over {self.budget} characters (--max-doc-bytes)")
+        return line
 
 
 class ReadDocuments(beam.PTransform):

@@ -433,6 +433,25 @@ def test_a_gzip_bomb_is_dead_lettered_in_bounded_memory(tmp_path: Path, name: st
     assert peak < 2 * DEFAULT_MAX_DOC_BYTES + 8 * MB, f"peak {peak / MB:.1f} MB"  # the budget, not the 200 MB
 
 
+
+def test_a_csv_row_of_many_large_fields_is_refused_while_read(tmp_path: Path) -> None:
+    """Each field under the field limit, 200 MB together (gzip: a 200 KB file): refused at the
+    record budget, not after the reader has built the whole row."""
+    import gzip
+
+    path = tmp_path / "wide.csv.gz"
+    field = "y" * MB
+    with gzip.open(path, "wt", encoding="utf-8", compresslevel=9) as out:
+        out.write(",".join(["id", "text", *(f"f{i}" for i in range(200))]) + "\n")
+        out.write("ok,A small CSV row about rivers." + "," * 200 + "\n")
+        out.write(",".join(["wide", "text", *([field] * 200)]) + "\n")
+        out.write("after,Not read: the rest of the file follows the refused record." + "," * 200 + "\n")
+    results, peak = _parse_file(path, "csv")
+    assert [type(r).__name__ for r in results] == ["Document", "DeadLetter"], results
+    assert results[1].source.endswith(":3") and "CSV record from line 3 over" in results[1].reason
+    assert "the rest of the file is not read" in results[1].reason
+    assert peak < 4 * DEFAULT_MAX_DOC_BYTES + 8 * MB, f"peak {peak / MB:.1f} MB"
+
 def test_every_format_dead_letters_its_oversized_and_malformed_records(tmp_path: Path, redis_url: str) -> None:
     """gzip bomb, oversized Parquet row, CSV with embedded newlines and an unbalanced quote:
     one real ingest, each bad record one dead letter with its reason, counts reconciling."""
