@@ -29,13 +29,17 @@ EXIT_ERROR = 2
 Run = Callable[[Sequence[str] | None], dict[str, Any]]
 
 
+_STAGE_SUFFIX = re.compile(r"\s*\[while running '[^']*'\]$")
+
+
 def unwrap_error(exc: BaseException) -> BeamRagError | None:
     """Find our own error inside whatever a runner wrapped it in."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, BeamRagError):
-            return current
+        if isinstance(current, BeamRagError):  # Beam appends the stage to the message it re-raises
+            cleaned = _STAGE_SUFFIX.sub("", str(current))
+            return current if cleaned == str(current) else type(current)(cleaned)
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     import rag_core.errors as errors

@@ -17,6 +17,10 @@ class RedisUnavailableError(BeamRagError):
     """Redis cannot be reached (after bounded retries)."""
 
 
+class RedisRefusedError(BeamRagError):
+    """Redis answered a command with an error no retry can fix (out of memory, cannot persist ...)."""
+
+
 class RedisPermissionError(BeamRagError):
     """The Redis user may not run a command or touch a key the job needs (an ACL)."""
 

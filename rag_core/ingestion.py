@@ -22,9 +22,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.rag.ingestion.base import VectorDatabaseWriteConfig
 from apache_beam.transforms.window import GlobalWindows
 
-from rag_core.errors import ConfigError, RedisUnavailableError
+from rag_core.errors import ConfigError, RedisRefusedError, RedisUnavailableError
 from rag_core.progress import counter as progress_counter
-from rag_core.retry import NO_RETRY, RetryPolicy, call_with_retries
+from rag_core.retry import NO_RETRY, RetryPolicy, call_with_retries, refusal
 from rag_core.store.connection import RedisConnection
 from rag_core.store.schema import META_PREFIX, FieldKind, merge_field_kinds, metadata_field
 from rag_core.types import Chunk, ChunkMeta
@@ -237,6 +237,12 @@ class _WriteChunksFn(beam.DoFn):
         except redis.AuthenticationError:  # never retried: refused credentials stay refused
             raise RedisUnavailableError(
                 f"Redis at {cfg.connection.safe_url} refused the credentials while writing") from None
+        except redis.exceptions.NoPermissionError:
+            raise  # the CLI names the permission (pipelines.command.unwrap_error)
+        except redis.ResponseError as exc:  # not transient (those were retried): OOM, MISCONF, READONLY ...
+            raise RedisRefusedError(
+                f"Redis at {cfg.connection.safe_url} refused the write: {refusal(exc)}. The alias still serves "
+                "the last complete version") from None
         kinds: dict[str, FieldKind] = {}
         for _, record in self._batch:
             for key, value in record.items():

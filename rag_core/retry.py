@@ -37,7 +37,7 @@ from rag_core.errors import ConfigError, RedisUnavailableError
 from rag_core.validation import check_int, check_number
 
 __all__ = ["NO_RETRY", "PERMANENT_ERRORS", "TRANSIENT_ERRORS", "TRANSIENT_REPLIES", "RetriesExhaustedError",
-           "RetryPolicy", "call_with_retries", "is_transient_reply"]
+           "RetryPolicy", "call_with_retries", "is_transient_reply", "refusal"]
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +66,28 @@ def is_transient_reply(exc: BaseException) -> bool:
     (False, False)
     """
     return isinstance(exc, redis.ResponseError) and bool(_TRANSIENT_REPLY.search(str(exc)))
+
+
+_HINTS = (
+    ("maxmemory", "Redis is out of memory: raise its maxmemory (or free memory), then rerun"),
+    ("MISCONF", "Redis cannot save to disk: fix its disk or persistence settings, then rerun"),
+    ("READONLY", "this Redis is a read-only replica: point --redis-url at the primary"),
+)
+
+
+def refusal(exc: BaseException) -> str:
+    """A non-transient error reply as one line for a person, with what to do about it.
+
+    A pipeline's error echoes the command with its arguments (document text, vectors):
+    only the server's reply is kept.
+
+    >>> refusal(redis.ResponseError("Command # 52 (HSET k text secret words) of pipeline caused error: "
+    ...                             "command not allowed when used memory > 'maxmemory'."))
+    "command not allowed when used memory > 'maxmemory' (Redis is out of memory: raise its maxmemory (or free memory), then rerun)"
+    """
+    reply = str(exc).rpartition("of pipeline caused error: ")[2].strip().splitlines()[0].rstrip(".") if str(exc) else ""
+    hint = next((h for marker, h in _HINTS if marker in reply), None)
+    return f"{reply} ({hint})" if hint else reply
 
 
 @dataclass(frozen=True)

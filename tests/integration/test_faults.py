@@ -246,6 +246,43 @@ def test_outage_longer_than_retries_fails_clearly_and_a_rerun_cleans_up(
     assert [r.index for r in versions] == [v1, after.index]  # v1 kept for rollback (--keep-versions 1)
 
 
+
+def test_out_of_memory_during_a_build_fails_clearly_and_a_rerun_cleans_up(
+        server: LocalRedis, reference: Any, big_corpus: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    alias = "kb_oom"
+    v1, v1_docs = build_v1(server, tmp_path, alias)
+    client = raw_client(server)
+    try:
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", str(used + 300_000))  # room for a few batches, not for the build
+        code = cli.main(["ingest", "--input", str(big_corpus), "--index", alias, "--redis-url", server.url,
+                         *BUILD_FLAGS])
+    finally:
+        client.config_set("maxmemory", "0")
+        client.close()
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR
+    assert_one_line_error(err, f"Redis at {server.url} refused the write: command not allowed when used memory "
+                               "> 'maxmemory' (Redis is out of memory: raise its maxmemory")
+    assert "HSET" not in err and "while running" not in err  # no echo of the command (document text)
+    client = raw_client(server)
+    try:
+        catalog = IndexCatalog(client, alias)
+        assert catalog.current_index() == v1 and catalog.info()["num_docs"] == v1_docs
+    finally:
+        client.close()
+
+    summary = ingest.run(["--input", str(big_corpus), "--index", alias, "--redis-url", server.url, *BUILD_FLAGS])
+    assert summary["documents_indexed"] == BIG
+    client = raw_client(server)
+    try:
+        assert snapshot(client, alias).num_docs == BIG
+        assert orphans(client, alias) == {"keys": [], "indexes": [], "building": []}
+    finally:
+        client.close()
+
 # --------------------------------------------------------------------------- unreachable at start
 
 
