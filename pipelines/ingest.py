@@ -76,6 +76,8 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
     alias = validate_index_name(common.index)
     mode = BuildMode(opts.mode)
     check_number("--max-shrink", opts.max_shrink, minimum=0, maximum=1)
+    if opts.delete_missing and mode is not BuildMode.UPSERT:
+        raise ConfigError("--delete-missing is for --mode upsert (a rebuild already holds exactly the input)")
     check_int("--keep-versions", opts.keep_versions, minimum=0)
     check_int("--write-max-retries", opts.write_max_retries, minimum=0)
     check_number("--wait-for-lock", opts.wait_for_lock, minimum=0)
@@ -157,12 +159,21 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Inge
     writer = RedisVectorWriterConfig(connection=plan.connection, key_prefix=plan.layout.prefix,
                                      mode=plan.mode.value, batch_size=opts.write_batch_size,
                                      retry=WRITE_RETRY.with_max_retries(opts.write_max_retries))
+    side: dict[str, Any] = {}
+    if opts.delete_missing and plan.mode is BuildMode.UPSERT:
+        # Duplicates are no unknown input (their id is kept); a record that failed to read or chunk is.
+        side["input_ids"] = beam.pvalue.AsList(unique.unique | "InputIds" >> beam.Map(lambda doc: doc.id))
+        side["dead_letters"] = beam.pvalue.AsSingleton(
+            (read[DEAD_LETTER], chunked[DEAD_LETTER]) | "UnknownInput" >> beam.Flatten()
+            | "CountUnknown" >> beam.combiners.Count.Globally())
     (embedded
      | "Write" >> writer.create_write_transform()
      | "Total" >> beam.CombineGlobally(MergeSummaries())
      | "Publish" >> beam.ParDo(PublishFn(plan.connection, plan.layout, plan.mode is BuildMode.REBUILD,
                                          opts.max_shrink, opts.keep_versions, opts.publish_timeout,
-                                         plan.lease.identity if plan.lease else None)))
+                                         plan.lease.identity if plan.lease else None,
+                                         delete_missing=bool(side), dead_letter_path=plan.dead_letter_path),
+                               **side))
     ((read[DEAD_LETTER], unique[DEAD_LETTER], chunked[DEAD_LETTER])
      | "WriteDeadLetters" >> WriteDeadLetters(plan.dead_letter_path, "documents_dead_lettered"))
 
@@ -201,6 +212,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "documents_read": counters.get("documents_read"),
         "documents_indexed": counters.get("documents_indexed"),
         "documents_dead_lettered": counters.get("documents_dead_lettered", 0),
+        "documents_deleted": counters.get("documents_deleted", 0),
         "chunks_written": counters.get("chunks_written"),
         "chunks_embedded": embedded,
         "chunks_reused": reused,

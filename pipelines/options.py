@@ -82,7 +82,11 @@ class IngestOptions(PipelineOptions):
                             help="default HNSW EF_RUNTIME stored with the index (100: recall@10 against "
                                  "exact search 0.997 on SciFact, 64: 0.991; benchmarks/retrieval_quality.py)")
         parser.add_argument("--max-shrink", dest="max_shrink", type=float, default=0.5,
-                            help="refuse to publish a rebuild that shrank by more than this fraction")
+                            help="refuse to publish a rebuild that shrank by more than this fraction "
+                                 "(and --delete-missing deleting more than it)")
+        parser.add_argument("--delete-missing", dest="delete_missing", action="store_true",
+                            help="--mode upsert: delete the documents the input no longer has (a rebuild "
+                                 "always holds exactly the input)")
         parser.add_argument("--keep-versions", dest="keep_versions", type=int, default=1,
                             help="older versions kept for rollback")
         parser.add_argument("--publish-timeout", dest="publish_timeout", type=float, default=600.0)

@@ -8,16 +8,17 @@ metadata fields written and records the new document count.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from rag_core.errors import RedisUnavailableError
+from rag_core.errors import PublishRefusedError, RedisUnavailableError
 from rag_core.ingestion import WriteSummary
 from rag_core.sinks import METRICS_NAMESPACE
 from rag_core.store.catalog import IndexCatalog
 from rag_core.store.connection import RedisConnection
+from rag_core.store.deletion import delete_missing
 from rag_core.store.schema import IndexLayout
 
 __all__ = ["PublishFn"]
@@ -33,10 +34,14 @@ class PublishFn(beam.DoFn):
             live version's counts (upsert).
         max_shrink, keep_versions, timeout_s: see ``IndexCatalog.publish``.
         lease: the build lease's ``identity`` (token, start, host, pid): publish and prune only while it is held.
+        delete_missing: upsert only: delete the live version's documents whose ids are not in
+            the ``input_ids`` side input; refused when input records were dead-lettered
+            (``dead_letters`` side input: their ids are unknown, so they would be deleted).
     """
 
     def __init__(self, connection: RedisConnection, layout: IndexLayout, rebuild: bool, max_shrink: float,
-                 keep_versions: int, timeout_s: float, lease: tuple[str, str, str, int] | None = None):
+                 keep_versions: int, timeout_s: float, lease: tuple[str, str, str, int] | None = None,
+                 delete_missing: bool = False, dead_letter_path: str = ""):
         self.connection = connection
         self.layout = layout
         self.rebuild = rebuild
@@ -44,9 +49,13 @@ class PublishFn(beam.DoFn):
         self.keep_versions = keep_versions
         self.timeout_s = timeout_s
         self.lease = lease
+        self.delete_missing = delete_missing
+        self.dead_letter_path = dead_letter_path
         self._indexed = Metrics.counter(METRICS_NAMESPACE, "documents_indexed")
+        self._deleted = Metrics.counter(METRICS_NAMESPACE, "documents_deleted")
 
-    def process(self, summary: WriteSummary) -> Iterator[dict[str, Any]]:
+    def process(self, summary: WriteSummary, input_ids: Iterable[str] = (),
+                dead_letters: int = 0) -> Iterator[dict[str, Any]]:
         import redis
 
         client = self.connection.client()
@@ -67,7 +76,9 @@ class PublishFn(beam.DoFn):
                 record = catalog.get(version)
                 assert record is not None
                 catalog.ensure_index(record, summary.metadata_fields)
+                deleted = self._delete_missing(client, record.prefix, input_ids, dead_letters, lease)
                 result = catalog.record_upsert(version, summary.documents)
+                result["documents_deleted"] = deleted
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # After the client's own bounded retries. The alias switch is one atomic command:
             # either it happened or the previous version is still the one served.
@@ -79,3 +90,18 @@ class PublishFn(beam.DoFn):
             client.close()
         self._indexed.inc(summary.documents)
         yield result
+
+    def _delete_missing(self, client: Any, prefix: str, input_ids: Iterable[str], dead_letters: int,
+                        lease: Any) -> int:
+        if not self.delete_missing:
+            return 0
+        if dead_letters:
+            raise PublishRefusedError(
+                f"The upsert into {self.layout.index_name} landed, but --delete-missing deleted nothing: "
+                f"{dead_letters} input record(s) were dead-lettered ({self.dead_letter_path}), so the input's "
+                "ids are not known in full. Fix them and rerun")
+        if lease is not None and not lease.held():
+            raise PublishRefusedError(f"Build lease of {self.layout.alias} lost: --delete-missing deleted nothing")
+        deleted = delete_missing(client, prefix, set(input_ids), self.max_shrink, self.layout.index_name)
+        self._deleted.inc(deleted)
+        return deleted

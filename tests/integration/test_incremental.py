@@ -108,3 +108,41 @@ def test_an_embedding_change_turns_reuse_off(facts, tmp_path, redis_url, redis_c
     assert summary["chunks_reused"] == 0 and summary["chunks_embedded"] == len(facts)
     assert summary["reused_from"] is None
     assert "embedding model changed ('another/model' -> " in summary["reuse"]
+
+
+def test_upsert_delete_missing_removes_what_the_input_no_longer_has(facts, tmp_path, redis_url, redis_client,
+                                                                    index_name, capsys):
+    from pipelines import cli
+
+    def doc_ids() -> set[str]:
+        return {chunk_id.rpartition("#")[0] for chunk_id in dump(redis_client, index_name)}
+
+    build(redis_url, index_name, write_jsonl(tmp_path / "all.jsonl", facts))
+    kept = facts[:-1]
+    kept_path = write_jsonl(tmp_path / "kept.jsonl", kept)
+    plain = build(redis_url, index_name, kept_path, "--mode", "upsert")
+    assert plain["documents_deleted"] == 0 and facts[-1]["id"] in doc_ids()  # an upsert alone keeps it
+    summary = build(redis_url, index_name, kept_path, "--mode", "upsert", "--delete-missing")
+    assert summary["documents_deleted"] == 1 and summary["documents_indexed"] == len(kept)
+    assert doc_ids() == {d["id"] for d in kept}
+    info = IndexCatalog(redis_client, index_name).info()
+    assert info["num_docs"] == len(dump(redis_client, index_name))  # the catalog's counts follow
+
+    def refused(rows: list[Any], name: str) -> str:
+        path = write_jsonl(tmp_path / name, rows) if not isinstance(rows[-1], str) else tmp_path / name
+        if isinstance(rows[-1], str):
+            path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+        code = cli.main(["ingest", "--input", str(path), "--index", index_name, "--redis-url", redis_url,
+                         "--mode", "upsert", "--delete-missing"])
+        assert code == cli.EXIT_ERROR
+        assert doc_ids() == {d["id"] for d in kept}  # nothing deleted
+        return capsys.readouterr().err
+
+    err = refused(kept[:1], "one.jsonl")  # would delete most of the index
+    assert f"--delete-missing would delete {len(kept) - 1} of the {len(kept)} documents" in err
+    err = refused([*kept[1:], "{not json"], "bad.jsonl")  # a record whose id is unknown
+    assert "input record(s) were dead-lettered" in err and "deleted nothing" in err
+
+    assert cli.main(["ingest", "--input", str(kept_path), "--index", index_name, "--redis-url", redis_url,
+                     "--delete-missing"]) == cli.EXIT_ERROR
+    assert "--delete-missing is for --mode upsert" in capsys.readouterr().err
