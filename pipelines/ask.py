@@ -21,7 +21,7 @@ from rag_core.store.catalog import IndexCatalog
 from rag_core.store.schema import validate_index_name
 
 
-def ask(question: str, index: str, *, redis_url: str | None = None, top_k: int = 5, retrieval: str = "dense",
+def ask(question: str, index: str, *, redis_url: str | None = None, top_k: int = 5, retrieval: str = "hybrid",
         generator: str = DEFAULT_GENERATOR, max_new_tokens: int = 48, min_score: float | None = None,
         prompt_style: PromptStyle | str = PromptStyle.COMPACT, max_prompt_tokens: int = 1536,
         filter: dict[str, Any] | None = None, retrieval_only: bool = False) -> dict[str, Any]:

@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--index", required=True)
     ask.add_argument("--top-k", type=int, default=5)
-    ask.add_argument("--retrieval", default="dense", choices=["dense", "hybrid"])
+    ask.add_argument("--retrieval", default="hybrid", choices=["dense", "hybrid"])
     ask.add_argument("--filter", default=None, help='metadata filter as JSON, e.g. \'{"lang": "en"}\'')
     ask.add_argument("--min-score", type=float, default=None,
                      help="passages below this cosine similarity are ignored (default as in query; -1: keep all)")

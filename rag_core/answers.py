@@ -402,7 +402,7 @@ def join_answer(element: tuple[str, dict[str, list[Any]]], policy: AnswerPolicy 
 
 
 def answer_one(question: str, connection: RedisConnection, record: VersionRecord, *, top_k: int = 5,
-               retrieval: str = "dense", min_score: float | None = None, filter: dict[str, Any] | None = None,
+               retrieval: str = "hybrid", min_score: float | None = None, filter: dict[str, Any] | None = None,
                generator: GeneratorConfig | None = None, prompt: PromptConfig | None = None,
                max_question_chars: int = DEFAULT_MAX_QUESTION_CHARS, context: ContextConfig | None = ContextConfig(),
                policy: AnswerPolicy = AnswerPolicy()) -> tuple[AnswerRow, dict[str, float]]:
