@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pipelines.command import EXIT_ERROR, run_as_command, unwrap_error
 from rag_core.errors import BeamRagError, ModelNotAvailableError, PublishRefusedError
@@ -88,7 +88,11 @@ def cmd_index(args: argparse.Namespace) -> int:
                 raise PublishRefusedError(
                     f"Index {args.name!r} is live (serving {catalog.current_index()}): pass --force to drop it "
                     "with every version")
-            out = {"info": catalog.info, "rollback": catalog.rollback, "drop": catalog.drop}[args.index_cmd]()
+            if args.index_cmd == "info":
+                out = catalog.info()
+            else:
+                action = {"rollback": catalog.rollback, "drop": catalog.drop}[args.index_cmd]
+                out = _under_build_lease(conn, args, action)
     finally:
         client.close()
     if args.json or args.index_cmd in ("rollback", "drop"):
@@ -99,6 +103,21 @@ def cmd_index(args: argparse.Namespace) -> int:
     else:
         _print_index_info(out)
     return 0
+
+
+def _under_build_lease(conn: Any, args: argparse.Namespace, action: Callable[[], Any]) -> Any:
+    """Run a rollback or drop holding the build lease, so it cannot interleave with a publish or prune."""
+    from rag_core.store.lease import BuildLease
+
+    lease = BuildLease(conn.client(), args.name, f"beam-rag index {args.index_cmd}")
+    try:
+        lease.acquire(args.wait_for_lock)
+        try:
+            return action()
+        finally:
+            lease.release()
+    finally:
+        lease.client.close()
 
 
 def cmd_redis(args: argparse.Namespace) -> int:
@@ -315,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help=json_help if name == "info" else "(always JSON)")
         if name == "drop":
             p.add_argument("--force", action="store_true", help="drop it even while it is served")
+        if name != "info":
+            p.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
+                           help="wait this long for a running build of the index to finish (default: refuse)")
 
     red = sub.add_parser("redis", help="the embedded local Redis server")
     red.add_argument("redis_cmd", choices=["start", "stop", "status", "url", "acl"])

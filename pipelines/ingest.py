@@ -97,6 +97,11 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
     lease: BuildLease | None = None
     try:
         catalog = IndexCatalog(client, alias)
+        fresh = IndexLayout(alias, new_version_id())
+        # Take the lease before reading the live version: an upsert that waited for a rebuild
+        # must write into the version that rebuild published, never into one it pruned.
+        named = catalog.current_index() if mode is BuildMode.UPSERT else None
+        lease = BuildLease(connection.client(), alias, named or fresh.index_name).acquire(opts.wait_for_lock)
         live = catalog.current_index()
         described = describe(embedding)
         live_record = catalog.get(IndexLayout.from_index_name(live).version) if live is not None else None
@@ -107,12 +112,10 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
             record = catalog.current()
             check_comparable(record.embedding, described, alias)
             layout = IndexLayout.from_index_name(live)
-            lease = BuildLease(connection.client(), alias, layout.index_name).acquire(opts.wait_for_lock)
         else:
             if mode is BuildMode.UPSERT:
                 _LOG.info("Index %r does not exist yet: building its first version", alias)
-            layout = IndexLayout(alias, new_version_id())
-            lease = BuildLease(connection.client(), alias, layout.index_name).acquire(opts.wait_for_lock)
+            layout = fresh
             spec = VectorIndexSpec(dim=described["dimension"], algorithm=opts.index_type, hnsw_m=opts.hnsw_m,
                                    hnsw_ef_construction=opts.hnsw_ef_construction, hnsw_ef_runtime=opts.ef_runtime)
             catalog.register_build(layout, described, spec)

@@ -21,7 +21,7 @@ from rag_core.answers import ABSTAIN, DEFAULT_ABSTAIN_BELOW, DEFAULT_MIN_SCORE
 from rag_core.documents import DEFAULT_MAX_DOC_BYTES
 from rag_core.embeddings.config import EmbeddingBackend
 from rag_core.enrichment import RetrievalMode
-from rag_core.context import DEFAULT_CONTEXT_TOKENS
+from rag_core.context import DEFAULT_CONTEXT_TOKENS, DEFAULT_SENTENCES_PER_PASSAGE
 from rag_core.generation import DEFAULT_GENERATOR, DTYPES, GeneratorBackend
 from rag_core.prompt import PromptStyle
 from rag_core.questions import DEFAULT_MAX_QUESTION_CHARS, INPUT_FORMATS
@@ -143,6 +143,10 @@ class QueryOptions(PipelineOptions):
         parser.add_argument("--context-tokens", dest="context_tokens", type=int, default=DEFAULT_CONTEXT_TOKENS,
                             help="the generator reads the retrieved sentences most similar to the question, up to "
                                  f"this many tokens (default {DEFAULT_CONTEXT_TOKENS}); 0 gives it whole passages")
+        parser.add_argument("--sentences-per-passage", dest="sentences_per_passage", type=int,
+                            default=DEFAULT_SENTENCES_PER_PASSAGE,
+                            help="with --context-tokens: the best sentences of every retrieved passage the generator "
+                                 f"reads first, budget allowing (default {DEFAULT_SENTENCES_PER_PASSAGE})")
         parser.add_argument("--abstain-below", dest="abstain_below", type=float, default=DEFAULT_ABSTAIN_BELOW,
                             help=f"answer {ABSTAIN!r} when the answer's confidence (retrieval similarity, "
                                  "generator log-probability, grounding) is below this, 0..1 "

@@ -131,7 +131,7 @@ def plan_query(options: PipelineOptions, argv: Sequence[str] = ()) -> QueryPlan:
             batch_size=opts.generation_batch_size, model_state_dict_path=opts.model_state_dict_path,
             model_name=opts.model_name, backend=opts.generator_backend, stop_at_sentence=compact)
         prompt = PromptConfig.for_style(opts.prompt_style, opts.max_prompt_tokens, opts.prompt_template)
-        context = ContextConfig(max_tokens=opts.context_tokens)
+        context = ContextConfig(max_tokens=opts.context_tokens, per_passage=opts.sentences_per_passage)
         policy = AnswerPolicy(stop_at_sentence=compact, abstain_below=opts.abstain_below,
                               extract=opts.typed_answers)
     if common.dead_letter:

@@ -401,6 +401,9 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
             retry budget) later batches try once, without the backoff, so a dead server
             costs one connection attempt per batch rather than the whole retry budget.
         circuit_open_s: how long a failure after all retries keeps that fast path on.
+        hung_probe_s: when that failure was a timeout (a hung server, where each try
+            costs a full socket timeout), batches within ``circuit_open_s`` are failed at
+            once without a round trip, and one batch every ``hung_probe_s`` probes it.
         reindex_wait_s: while RediSearch re-indexes (e.g. after a restart), wait up to
             this long before searching: a search during the re-index silently misses
             documents. Past it the batch fails as unavailable (dead-lettered under
@@ -417,7 +420,7 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
 
     def __init__(self, connection: RedisConnection, search_parameters: SearchParameters, *,
                  retry: RetryPolicy = SEARCH_RETRY, on_unavailable: OnUnavailable | str = OnUnavailable.RAISE,
-                 circuit_open_s: float = 30.0, reindex_wait_s: float = 60.0,
+                 circuit_open_s: float = 30.0, hung_probe_s: float = 5.0, reindex_wait_s: float = 60.0,
                  min_batch_size: int = 1, max_batch_size: int = 32):
         if not isinstance(connection, RedisConnection):
             raise ConfigError("connection must be a RedisConnection (use RedisConnection.from_url)")
@@ -437,6 +440,7 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
         self.retry = retry
         self.on_unavailable = on_unavailable
         self.circuit_open_s = _seconds("circuit_open_s", circuit_open_s)
+        self.hung_probe_s = _seconds("hung_probe_s", hung_probe_s)
         self.reindex_wait_s = _seconds("reindex_wait_s", reindex_wait_s)
         self.min_batch_size = min_batch_size
         self.max_batch_size = max_batch_size
@@ -444,6 +448,8 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
         self._client: Any = None
         self._info: IndexInfo | None = None
         self._down_since: float | None = None  # monotonic time of the last exhausted retry budget
+        self._hung = False  # the last failure timed out: the server accepts but does not answer
+        self._last_try = 0.0  # monotonic time of the last round trip attempted while known down
         # Read by Beam's Enrichment: hand (request, response) to join_fn as they are.
         self.use_custom_types = True
         self.join_fn = join_hits
@@ -563,14 +569,23 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
 
     def _search_with_breaker(self, commands: list[list[Any]]) -> list[Any]:
         """The round trip with retries; one attempt only while Redis is known down."""
+        now = time.monotonic()
         known_down = (self.on_unavailable is OnUnavailable.REPORT and self._down_since is not None
-                      and time.monotonic() - self._down_since < self.circuit_open_s)
+                      and now - self._down_since < self.circuit_open_s)
+        if known_down and self._hung and now - self._last_try < self.hung_probe_s:
+            raise RedisUnavailableError(
+                f"Redis at {self.connection.safe_url} is not answering (its searches timed out "
+                f"{now - cast(float, self._down_since):.1f} s ago after {self.retry.attempts} attempts), so this "
+                f"batch was not sent; the next probe is in {self.hung_probe_s - (now - self._last_try):.1f} s")
+        self._last_try = now
         try:
             replies = self._with_retries("Searching", lambda: self._round_trip(commands),
                                          self.retry.with_max_retries(0) if known_down else self.retry)
         except RedisUnavailableError as exc:
+            self._hung = _timed_out(exc)
+            self._last_try = time.monotonic()
             if not known_down:
-                self._down_since = time.monotonic()
+                self._down_since = self._last_try
                 raise
             down_for = time.monotonic() - cast(float, self._down_since)
             raise RedisUnavailableError(f"{exc} (failing for {down_for:.1f} s, since a full retry budget of "
@@ -645,6 +660,12 @@ class RedisVectorSearchHandler(EnrichmentSourceHandler[Request, Any]):
         v = self.search_parameters.vector
         return (f"RedisVectorSearchHandler(url={self.connection.safe_url!r}, index={v.index!r}, "
                 f"mode={self.search_parameters.mode.value!r}, top_k={v.top_k})")
+
+
+def _timed_out(exc: RedisUnavailableError) -> bool:
+    """Whether the retries ran out on timeouts (a hung server) rather than refused connections."""
+    last = getattr(exc, "last_error", None)
+    return isinstance(last, (redis.TimeoutError, TimeoutError))
 
 
 def _index_gone(exc: BaseException) -> bool:

@@ -71,3 +71,38 @@ def test_a_lease_left_by_a_dead_process_is_taken_over_at_once(facts, tmp_path, r
     summary = ingest.run(["--input", str(_docs(tmp_path, facts)), "--index", index_name,
                           "--redis-url", redis_url])
     assert summary["documents_indexed"] == len(facts) and redis_client.exists(lease_key(index_name)) == 0
+
+
+def test_an_upsert_that_waited_for_a_rebuild_writes_into_what_it_published(facts, tmp_path, redis_url,
+                                                                           redis_client, index_name):
+    import os
+    import subprocess
+    import sys
+
+    ingest.run(["--input", str(_docs(tmp_path, facts)), "--index", index_name, "--redis-url", redis_url])
+    catalog = IndexCatalog(redis_client, index_name)
+    first = catalog.current_index()
+    rebuild_input = tmp_path / "rebuild.jsonl"
+    rebuild_input.write_text("".join(json.dumps(r) + "\n" for r in facts))
+    repo = Path(__file__).resolve().parents[2]
+    rebuild = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "--quiet", "ingest", "--input", str(rebuild_input), "--index",
+         index_name, "--redis-url", redis_url],
+        env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while redis_client.exists(lease_key(index_name)) == 0:  # the rebuild holds the lease
+            assert rebuild.poll() is None and time.monotonic() < deadline, "the rebuild never took the lease"
+            time.sleep(0.05)
+        added = tmp_path / "added.jsonl"
+        added.write_text(json.dumps({"id": "comet", "text": "Comet Halley returns every 76 years."}) + "\n")
+        summary = ingest.run(["--input", str(added), "--index", index_name, "--redis-url", redis_url,
+                              "--mode", "upsert", "--wait-for-lock", "300"])
+    finally:
+        _, err = rebuild.communicate(timeout=300)
+    assert rebuild.returncode == 0, err.decode()[-2000:]
+    live = catalog.current_index()
+    assert live != first  # the rebuild published a new version while the upsert waited
+    assert summary["version"] == live and summary["documents_indexed"] == 1
+    prefix = catalog.current().prefix
+    assert list(redis_client.scan_iter(match=f"{prefix}comet*"))  # in the served version, not the old one

@@ -36,7 +36,7 @@ def test_ask_json_retrieval_only_and_abstains_off_topic(kb, redis_url, capsys):
     assert row["answer"] == "I don't know" and row["sources"] == []
 
 
-def test_index_info_list_rollback_drop(kb, build_index, facts, redis_url, capsys):
+def test_index_info_list_rollback_drop(kb, build_index, facts, redis_url, redis_client, capsys):
     name = kb
     assert cli.main(["index", "info", name, "--redis-url", redis_url, "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
@@ -48,6 +48,17 @@ def test_index_info_list_rollback_drop(kb, build_index, facts, redis_url, capsys
     assert {name, copy} <= {row["alias"] for row in json.loads(capsys.readouterr().out)}
     assert cli.main(["index", "info", copy, "--redis-url", redis_url, "--json"]) == 0
     before = json.loads(capsys.readouterr().out)
+    from rag_core.store.lease import BuildLease
+
+    running = BuildLease(redis_client, copy, f"{copy}__v20260101t000000000000").acquire()
+    try:  # a build in progress: rollback and drop wait for it or refuse, naming it
+        for argv in (["rollback", copy], ["drop", copy, "--force", "--wait-for-lock", "0.2"]):
+            assert cli.main(["index", *argv, "--redis-url", redis_url]) == 2
+            assert f"is being built by {running.version}" in capsys.readouterr().err
+    finally:
+        running.release()
+    assert cli.main(["index", "info", copy, "--redis-url", redis_url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["index"] == before["index"]  # nothing moved
     assert cli.main(["index", "rollback", copy, "--redis-url", redis_url]) == 0
     rolled = json.loads(capsys.readouterr().out)
     assert rolled["previous"] == before["index"] and rolled["index"] != before["index"]

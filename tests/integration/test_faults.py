@@ -589,3 +589,47 @@ def test_cli_local_redis_keeps_data_across_stop_start_and_a_crash(tmp_path: Path
     finally:
         cli.main(["redis", "stop", *base])
         capsys.readouterr()
+
+
+def test_a_hung_redis_is_detected_once_then_batches_fail_fast_until_a_probe_answers(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from apache_beam.ml.rag.types import Chunk, Content, Embedding
+
+    from rag_core.enrichment import ERROR_KEY, RedisVectorSearchHandler, VectorSearchParameters
+    from rag_core.retry import RetryPolicy
+    from rag_core.store.connection import RedisConnection
+
+    with dedicated_redis(tmp_path / "redis") as server:
+        _build_qa_index(server, tmp_path, "qa", 4)
+        with raw_client(server) as client:
+            dim = IndexCatalog(client, "qa").current().embedding["dimension"]
+        request = Chunk(content=Content(text="Which note?"), id="q",
+                        embedding=Embedding(dense_embedding=[1.0 / dim ** 0.5] * dim))
+        conn = RedisConnection.from_url(server.url, socket_timeout=0.5, connect_timeout=0.5)
+        pid = int(json.loads(server.pidfile.read_text())["pid"])
+        handler = RedisVectorSearchHandler(conn, VectorSearchParameters("qa", top_k=2),
+                                           retry=RetryPolicy(max_retries=2, backoff_s=0.05),
+                                           on_unavailable="report", hung_probe_s=1.0)
+
+        def timed() -> tuple[float, dict[str, Any]]:
+            started = time.monotonic()
+            _, response = handler(request)
+            return time.monotonic() - started, response
+
+        with handler:
+            assert len(timed()[1]["hits"]) == 2
+            os.kill(pid, signal.SIGSTOP)  # the process stays, its socket accepts, nothing answers
+            try:
+                first, response = timed()
+                assert first >= 1.0 and "failed after 3 attempts: TimeoutError" in response[ERROR_KEY]
+                fast = [timed() for _ in range(5)]
+                assert all(t < 0.2 and "was not sent" in r[ERROR_KEY] for t, r in fast), fast
+                time.sleep(1.0)
+                probe, response = timed()  # one try, one socket timeout: still hung
+                assert 0.4 <= probe < 1.0 and "tried once" in response[ERROR_KEY], (probe, response)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            time.sleep(1.0)
+            assert len(timed()[1]["hits"]) == 2 and ERROR_KEY not in timed()[1]  # answered again

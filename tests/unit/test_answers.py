@@ -187,6 +187,10 @@ class TestConfidence:
         assert confidence(0.5, -0.2, 0.5) > base
         assert confidence(0.5, -1.0, 1.0) > base
 
+    def test_a_question_name_the_sources_never_mention_lowers_it(self) -> None:
+        assert confidence(0.8, -0.3, 1.0, missing=1) < confidence(0.8, -0.3, 1.0) - 0.2
+        assert confidence(0.8, -0.3, 1.0, missing=2) < confidence(0.8, -0.3, 1.0, missing=1)
+
     def test_missing_signals_are_neutral_and_bounded(self) -> None:
         assert 0.0 < confidence(None, None, 0.0) < 1.0
         assert confidence(0.5, float("-inf"), 0.0) == confidence(0.5, None, 0.0)
