@@ -27,10 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 DATA = ROOT.parent / "shared" / "datasets" / "squad2-dev" / "squad2_dev_subset.json"
 # The query defaults before issue 12: torch fp32, five whole passages, 128 new tokens, min-score 0.35,
-# no sentence stop, no confidence abstention.
+# no sentence stop, no confidence abstention, every prompt run whole.
 OLD_DEFAULTS = ["--generator-backend", "torch", "--context-tokens", "0", "--max-new-tokens", "128",
-                "--min-score", "0.35", "--abstain-below", "0"]
-CONFIGS = {"old_defaults": OLD_DEFAULTS, "new_defaults": [], "new_defaults_int8": ["--generator-backend", "torch-int8"]}
+                "--min-score", "0.35", "--abstain-below", "0", "--no-prefix-cache"]
+CONFIGS = {"old_defaults": OLD_DEFAULTS, "new_defaults": [], "new_defaults_no_prefix_cache": ["--no-prefix-cache"],
+           "new_defaults_int8": ["--generator-backend", "torch-int8"]}
 KEYS = ("questions_per_s", "f1", "has_answer_f1", "has_answer_exact_match", "no_answer_abstention_rate",
         "false_abstention_rate", "hit@1", "hit@5", "mean_answer_words", "query_s")
 
@@ -81,7 +82,7 @@ def main() -> None:
     print(json.dumps({"raw_generate": summary["raw_generate"]}), file=sys.stderr, flush=True)
     if not args.skip_pipeline:
         tmp = tempfile.mkdtemp(prefix="beam-rag-answer-speed-")
-        server = LocalRedis(data_dir=Path(tmp) / "redis", port=18390 + os.getpid() % 1000)
+        server = LocalRedis(require_password=False, data_dir=Path(tmp) / "redis", port=18390 + os.getpid() % 1000)
         server.start()
         try:
             base = ["--dataset", "squad2", "--data-file", args.data_file, "--every", str(args.every),

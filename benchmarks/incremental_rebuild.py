@@ -67,7 +67,7 @@ def main() -> None:
     corpus, changed = work / "corpus.jsonl", work / "edited.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     changed.write_text("".join(json.dumps(r) + "\n" for r in edited(rows, args.edit_fraction)))
-    server = LocalRedis(data_dir=work / "redis", port=16390 + os.getpid() % 1000)
+    server = LocalRedis(require_password=False, data_dir=work / "redis", port=16390 + os.getpid() % 1000)
     server.start()
     try:
         full = ingest(corpus, server.url)

@@ -96,7 +96,7 @@ def main() -> None:
     base = sentences(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="beam-rag-ingest-memory-"))
     load_sentence_transformer(EmbeddingConfig(backend=args.backend))  # export/quantize once, outside the runs
-    server = LocalRedis(data_dir=work / "redis", port=17390 + os.getpid() % 1000)
+    server = LocalRedis(require_password=False, data_dir=work / "redis", port=17390 + os.getpid() % 1000)
     server.start()
     results: list[dict[str, Any]] = []
     try:

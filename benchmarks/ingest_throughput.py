@@ -56,7 +56,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="beam-rag-bench-"))
     corpus = work / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    server = LocalRedis(data_dir=work / "redis", port=16390 + os.getpid() % 1000)
+    server = LocalRedis(require_password=False, data_dir=work / "redis", port=16390 + os.getpid() % 1000)
     server.start()
     try:
         config = EmbeddingConfig(backend=args.backend, batch_size=args.batch_size)

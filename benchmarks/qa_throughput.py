@@ -86,7 +86,7 @@ def main() -> None:
     from rag_core.store.local_server import LocalRedis
 
     work = Path(tempfile.mkdtemp(prefix="beam-rag-qa-bench-"))
-    server = LocalRedis(data_dir=work / "redis", port=17390 + os.getpid() % 1000)
+    server = LocalRedis(require_password=False, data_dir=work / "redis", port=17390 + os.getpid() % 1000)
     server.start()
     result: dict[str, object] = {"questions": args.questions, "generation_batch_size": args.batch_size}
     try:

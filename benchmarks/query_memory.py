@@ -96,7 +96,7 @@ def main() -> None:
     server = None
     url, index = args.redis_url, args.index or "qmem"
     if url is None:
-        server = LocalRedis(data_dir=work / "redis", port=18390 + os.getpid() % 1000)
+        server = LocalRedis(require_password=False, data_dir=work / "redis", port=18390 + os.getpid() % 1000)
         url = server.start()["url"]
     runs: list[dict[str, Any]] = []
     try:

@@ -85,7 +85,7 @@ def main() -> None:
     if args.redis_url is None:
         from rag_core.store.local_server import LocalRedis
 
-        server = LocalRedis(data_dir=Path(tempfile.mkdtemp(prefix="beam-rag-bench-")) / "redis",
+        server = LocalRedis(require_password=False, data_dir=Path(tempfile.mkdtemp(prefix="beam-rag-bench-")) / "redis",
                             port=16390 + os.getpid() % 1000)
         server.start()
     url = args.redis_url or server.url  # type: ignore[union-attr]

@@ -154,6 +154,9 @@ class QueryOptions(PipelineOptions):
         parser.add_argument("--no-typed-answers", dest="typed_answers", action="store_false", default=True,
                             help="keep the generator's answer even when the question asks for a date, a number or "
                                  "a name (by default that span is read off the retrieved text)")
+        parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false", default=True,
+                            help="run every prompt whole (by default the instructions and worked examples every "
+                                 "prompt of a batch starts with run once: same answers, less prefill)")
         parser.add_argument("--max-prompt-tokens", dest="max_prompt_tokens", type=int, default=1536)
         parser.add_argument("--prompt-style", dest="prompt_style", default=PromptStyle.COMPACT.value,
                             choices=_choices(PromptStyle),

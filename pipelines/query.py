@@ -129,7 +129,8 @@ def plan_query(options: PipelineOptions, argv: Sequence[str] = ()) -> QueryPlan:
             model=opts.generator, device=opts.device, dtype=opts.dtype, max_new_tokens=opts.max_new_tokens,
             large_model=opts.large_model, model_copies=opts.model_copies,
             batch_size=opts.generation_batch_size, model_state_dict_path=opts.model_state_dict_path,
-            model_name=opts.model_name, backend=opts.generator_backend, stop_at_sentence=compact)
+            model_name=opts.model_name, backend=opts.generator_backend, stop_at_sentence=compact,
+            prefix_cache=opts.prefix_cache)
         prompt = PromptConfig.for_style(opts.prompt_style, opts.max_prompt_tokens, opts.prompt_template)
         context = ContextConfig(max_tokens=opts.context_tokens, per_passage=opts.sentences_per_passage)
         policy = AnswerPolicy(stop_at_sentence=compact, abstain_below=opts.abstain_below,

@@ -74,6 +74,28 @@ class TestSmolLM2:
         assert batch == singles  # sorted by length and left-padded, yet in input order
 
 
+    def test_a_shared_prompt_prefix_runs_once_and_changes_no_answer(self, smollm2_generator: LoadedGenerator) -> None:
+        from dataclasses import replace
+
+        builder = PromptBuilder(PromptConfig.for_style("compact", 512), smollm2_generator.tokenizer)
+        passages = [Passage("eiffel#0", "eiffel", "Eiffel Tower",
+                            "The Eiffel Tower is a wrought-iron tower in Paris, France. It was completed in 1889 "
+                            "for the World's Fair and is 330 metres tall.", 0.9)]
+        prompts = [builder.build(q, passages).text for q in (
+            "In which city is the Eiffel Tower?", "When was the tower completed?", "How tall is the tower?",
+            "What is the tower made of?", "For which event was the tower built?")]
+        model = smollm2_generator.model
+        model.__dict__.pop("_beam_rag_prefix", None)
+        config = replace(smollm2_generator.config, batch_size=3)
+        cached = generate_batch(smollm2_generator, prompts, config)
+        kept = model.__dict__["_beam_rag_prefix"][0]  # instructions + worked examples, run once
+        assert len(kept) > 150 and all(p.startswith(smollm2_generator.tokenizer.decode(kept)) for p in prompts)
+        whole = generate_batch(smollm2_generator, prompts, replace(config, prefix_cache=False))
+        assert cached == whole and "Paris" in cached[0] and "1889" in cached[1]
+        for a, b in zip(cached, whole):
+            assert a.mean_logprob == pytest.approx(b.mean_logprob, abs=1e-4)
+
+
 class TestTinyT5:
     def test_folder_and_state_dict_load_the_same_model(self, tiny_t5) -> None:
         from_folder = load_generator(_t5_config(model=str(tiny_t5.folder)))
