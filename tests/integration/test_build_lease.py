@@ -106,3 +106,34 @@ def test_an_upsert_that_waited_for_a_rebuild_writes_into_what_it_published(facts
     assert summary["version"] == live and summary["documents_indexed"] == 1
     prefix = catalog.current().prefix
     assert list(redis_client.scan_iter(match=f"{prefix}comet*"))  # in the served version, not the old one
+
+
+def test_a_drop_during_a_rebuild_waits_for_its_publish_and_leaves_nothing(facts, tmp_path, redis_url,
+                                                                          redis_client, index_name, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from pipelines import cli
+    from rag_core.store.schema import KEY_ROOT
+
+    ingest.run(["--input", str(_docs(tmp_path, facts)), "--index", index_name, "--redis-url", redis_url])
+    repo = Path(__file__).resolve().parents[2]
+    rebuild = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "--quiet", "ingest", "--input", str(_docs(tmp_path, facts)),
+         "--index", index_name, "--redis-url", redis_url],
+        env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while redis_client.exists(lease_key(index_name)) == 0:
+            assert rebuild.poll() is None and time.monotonic() < deadline, "the rebuild never took the lease"
+            time.sleep(0.05)
+        code = cli.main(["index", "drop", index_name, "--force", "--wait-for-lock", "300", "--redis-url", redis_url])
+    finally:
+        _, err = rebuild.communicate(timeout=300)
+    assert rebuild.returncode == 0, err.decode()[-2000:]  # the rebuild published whole, then the drop ran
+    assert code == 0 and len(json.loads(capsys.readouterr().out)["dropped"]) == 2  # both versions
+    assert IndexCatalog(redis_client, index_name).versions() == []
+    assert list(redis_client.scan_iter(match=f"{KEY_ROOT}:{index_name}:*")) == []
+    assert [i for i in redis_client.execute_command("FT._LIST")
+            if (i.decode() if isinstance(i, bytes) else i).startswith(index_name)] == []
