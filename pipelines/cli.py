@@ -92,7 +92,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                 out = catalog.info()
             else:
                 action = {"rollback": catalog.rollback, "drop": catalog.drop}[args.index_cmd]
-                out = _under_build_lease(conn, args, action)
+                out = _under_build_lease(client, args, action)
     finally:
         client.close()
     if args.json or args.index_cmd in ("rollback", "drop"):
@@ -105,19 +105,15 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _under_build_lease(conn: Any, args: argparse.Namespace, action: Callable[[], Any]) -> Any:
+def _under_build_lease(client: Any, args: argparse.Namespace, action: Callable[[], Any]) -> Any:
     """Run a rollback or drop holding the build lease, so it cannot interleave with a publish or prune."""
     from rag_core.store.lease import BuildLease
 
-    lease = BuildLease(conn.client(), args.name, f"beam-rag index {args.index_cmd}")
+    lease = BuildLease(client, args.name, f"beam-rag index {args.index_cmd}").acquire(args.wait_for_lock)
     try:
-        lease.acquire(args.wait_for_lock)
-        try:
-            return action()
-        finally:
-            lease.release()
+        return action()
     finally:
-        lease.client.close()
+        lease.release()
 
 
 def cmd_redis(args: argparse.Namespace) -> int:

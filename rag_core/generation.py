@@ -384,12 +384,8 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     """
     if not sequences:
         return 0
-    limit = min(len(seq) for seq in sequences) - 1
-    first = sequences[0]
-    n = 0
-    while n < limit and all(seq[n] == first[n] for seq in sequences):
-        n += 1
-    return max(n, 0)
+    common = os.path.commonprefix([list(seq) for seq in sequences])  # element-wise, any sequences
+    return max(0, min(len(common), min(len(seq) for seq in sequences) - 1))
 
 
 def _cache_argument(model: Any) -> str:
@@ -458,6 +454,7 @@ def _generate(
 
     share_prefix = (config.prefix_cache and not encoder_decoder
                     and not {"past_key_values", "cache"} & set(generate_kwargs))
+    cache_argument = _cache_argument(model) if share_prefix else ""
 
     # Sort by length so each padded micro-batch wastes little; answers map back by index.
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
@@ -471,7 +468,7 @@ def _generate(
         if share_prefix:
             shared, cache = prefix_cache_for(model, [encoded[i] for i in rows], device)
             if shared:
-                call[_cache_argument(model)] = cache
+                call[cache_argument] = cache
         ids, mask = [], []
         for i in rows:
             seq, pad = encoded[i], [pad_id] * (width - len(encoded[i]))
