@@ -3,6 +3,7 @@ pipeline, the old defaults against the new ones, on the same SQuAD 2.0 dev quest
 one run, plus raw ``generate`` throughput of each generator backend on the same prompts.
 
     .venv/bin/python benchmarks/answer_speed.py [--every 100] [--data-file FILE] [--skip-pipeline]
+        [--configs old_defaults,new_defaults,...]
 
 The knowledge base (all 469 paragraphs) is built once through ``beam-rag ingest`` into
 an embedded Redis started for the run; each configuration then runs
@@ -37,7 +38,7 @@ KEYS = ("questions_per_s", "f1", "has_answer_f1", "has_answer_exact_match", "no_
 
 
 def raw_generate(prompts: list[str]) -> dict[str, dict[str, float]]:
-    """Prompts/s of ``generate`` alone for each backend (batch 8, 48 new tokens, same prompts)."""
+    """Prompts/s of ``generate`` alone for each backend (batch 8, the default new tokens, same prompts)."""
     from rag_core.generation import GeneratorBackend, GeneratorConfig, generate_batch, load_generator
 
     out = {}
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100, help="every K-th dev question (100: 47 questions)")
     parser.add_argument("--prompts", type=int, default=16, help="prompts for the raw generate measurement")
     parser.add_argument("--skip-pipeline", action="store_true", help="only the raw generate measurement")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="comma-separated pipeline configurations (old_defaults and new_defaults always run)")
     args = parser.parse_args()
 
     from pipelines import squad_eval
@@ -89,7 +92,10 @@ def main() -> None:
                     "--redis-url", server.url]
             first = squad_eval.run(base + ["--keep-index", "--output-dir", f"{tmp}/build", "--", *OLD_DEFAULTS])
             runs = {"old_defaults": first}
+            wanted = {"new_defaults", *filter(None, args.configs.split(","))}
             for name, flags in CONFIGS.items():
+                if name not in wanted:
+                    continue
                 if name not in runs:
                     runs[name] = squad_eval.run(base + ["--index", str(first["index"]), "--output-dir",
                                                         f"{tmp}/{name}", "--", *flags])

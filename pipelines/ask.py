@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import resolve_connection
 from rag_core.answers import ABSTAIN, answer_one
-from rag_core.generation import DEFAULT_GENERATOR, GeneratorConfig
+from rag_core.generation import DEFAULT_GENERATOR, DEFAULT_MAX_NEW_TOKENS, GeneratorConfig
 from rag_core.prompt import PromptConfig, PromptStyle
 from rag_core.questions import check_question
 from rag_core.store.catalog import IndexCatalog
@@ -22,7 +22,7 @@ from rag_core.store.schema import validate_index_name
 
 
 def ask(question: str, index: str, *, redis_url: str | None = None, top_k: int = 5, retrieval: str = "hybrid",
-        generator: str = DEFAULT_GENERATOR, max_new_tokens: int = 48, min_score: float | None = None,
+        generator: str = DEFAULT_GENERATOR, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, min_score: float | None = None,
         prompt_style: PromptStyle | str = PromptStyle.COMPACT, max_prompt_tokens: int = 1536,
         filter: dict[str, Any] | None = None, retrieval_only: bool = False) -> dict[str, Any]:
     """Answer ``question`` from knowledge base ``index``; returns the ``query`` output row

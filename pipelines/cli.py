@@ -232,7 +232,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from pipelines.ask import ask, format_answer
 
     result = ask(args.question, args.index, redis_url=args.redis_url, top_k=args.top_k, retrieval=args.retrieval,
-                 max_new_tokens=args.max_new_tokens, min_score=args.min_score,
+                 **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}), min_score=args.min_score,
                  **({"generator": args.generator} if args.generator else {}),
                  filter=_json_flag("--filter", args.filter), retrieval_only=args.retrieval_only)
     if args.json:
@@ -272,7 +272,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         say("Answering the sample questions (the first run converts the packaged model) ...")
         output = args.output or str(Path(tmp) / "answers.jsonl")
         answered = query.run(["--input", str(questions), "--output", output, "--index", args.index,
-                              "--top-k", str(args.top_k), "--max-new-tokens", str(args.max_new_tokens),
+                              "--top-k", str(args.top_k),
+                              *(["--max-new-tokens", str(args.max_new_tokens)] if args.max_new_tokens else []),
                               *(["--generator", args.generator] if args.generator else []),
                               *(["--retrieval-only"] if args.retrieval_only else []), *redis])
         say(f"  {answered['questions_answered']} questions ({time.monotonic() - started:.0f}s)")
@@ -312,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--min-score", type=float, default=None,
                      help="passages below this cosine similarity are ignored (default as in query; -1: keep all)")
     ask.add_argument("--generator", default=None, help="default: the packaged SmolLM2-135M-Instruct")
-    ask.add_argument("--max-new-tokens", type=int, default=48)
+    ask.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit (default as in query)")
     ask.add_argument("--retrieval-only", action="store_true", help="show the ranked sources only")
     ask.add_argument("--json", action="store_true", help="print the result as one JSON object")
     ask.add_argument("--redis-url")
@@ -356,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--redis-url", help="default: $REDIS_URL, else the embedded local Redis (started if needed)")
     demo.add_argument("--index", default="beam_rag_demo", help="knowledge-base name (rebuilt on every run)")
     demo.add_argument("--top-k", type=int, default=3, help="passages retrieved per question")
-    demo.add_argument("--max-new-tokens", type=int, default=48, help="answer length limit")
+    demo.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit (default as in query)")
     demo.add_argument("--generator", default=None, help="generator model (default: the packaged SmolLM2)")
     demo.add_argument("--retrieval-only", action="store_true", help="show the ranked sources only")
     demo.add_argument("--output", default=None, help="also write the answers (JSONL) here")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import apache_beam as beam
@@ -32,8 +32,8 @@ from pipelines.options import (BuildMode, CommonOptions, EmbeddingOptions, Inges
 from rag_core.chunking import ChunkFn, ChunkingConfig
 from rag_core.dedupe import DeduplicateById, Keep
 from rag_core.documents import FieldMap
-from rag_core.embeddings import (EmbeddingConfig, check_comparable, describe, embedding_transform,
-                                 resolve_embedding_model)
+from rag_core.embeddings import (DEFAULT_BUILD_BACKEND, EmbeddingConfig, check_comparable, describe,
+                                 embedding_transform, resolve_embedding_model)
 from rag_core.errors import ConfigError, RedisUnavailableError
 from rag_core.ingestion import WRITE_RETRY, MergeSummaries, RedisVectorWriterConfig
 from rag_core.publishing import PublishFn
@@ -84,7 +84,8 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
     if not FileSystems.match([common.input])[0].metadata_list:
         raise ConfigError(f"No files match --input {common.input!r}")
     eopts = options.view_as(EmbeddingOptions)
-    embedding = EmbeddingConfig(backend=eopts.embedding_backend, batch_size=eopts.embedding_batch_size,
+    embedding = EmbeddingConfig(backend=eopts.embedding_backend or DEFAULT_BUILD_BACKEND,
+                                batch_size=eopts.embedding_batch_size,
                                 **({"model": eopts.embedding_model} if eopts.embedding_model else {}))
     check_int("--max-chunks-per-doc", opts.max_chunks_per_doc, minimum=0)
     chunking = ChunkingConfig(max_tokens=opts.chunk_tokens, overlap_tokens=opts.chunk_overlap,
@@ -103,8 +104,11 @@ def plan_ingest(options: PipelineOptions) -> IngestPlan:
         named = catalog.current_index() if mode is BuildMode.UPSERT else None
         lease = BuildLease(connection.client(), alias, named or fresh.index_name).acquire(opts.wait_for_lock)
         live = catalog.current_index()
-        described = describe(embedding)
         live_record = catalog.get(IndexLayout.from_index_name(live).version) if live is not None else None
+        if mode is BuildMode.UPSERT and live_record is not None and not eopts.embedding_backend:
+            # an upsert adds to the live version: its backend, not the build default
+            embedding = replace(embedding, backend=EmbeddingConfig.from_description(live_record.embedding).backend)
+        described = describe(embedding)
         reuse, reuse_note = plan_reuse(live_record.embedding if live_record else None, described,
                                        enabled=opts.reuse, index=live or "",
                                        prefix=live_record.prefix if live_record else "")

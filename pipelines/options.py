@@ -22,7 +22,7 @@ from rag_core.documents import DEFAULT_MAX_DOC_BYTES
 from rag_core.embeddings.config import EmbeddingBackend
 from rag_core.enrichment import RetrievalMode
 from rag_core.context import DEFAULT_CONTEXT_TOKENS, DEFAULT_SENTENCES_PER_PASSAGE
-from rag_core.generation import DEFAULT_GENERATOR, DTYPES, GeneratorBackend
+from rag_core.generation import DEFAULT_GENERATOR, DEFAULT_MAX_NEW_TOKENS, DTYPES, GeneratorBackend
 from rag_core.prompt import PromptStyle
 from rag_core.questions import DEFAULT_MAX_QUESTION_CHARS, INPUT_FORMATS
 from rag_core.readers import FORMATS
@@ -138,7 +138,7 @@ class QueryOptions(PipelineOptions):
                             choices=_choices(GeneratorBackend),
                             help="torch (default): the checkpoint's weights (--dtype); torch-int8: int8 Linear layers "
                                  "on the CPU (faster prefill on long prompts, less accurate on small models)")
-        parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=48,
+        parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                             help="answer length limit; the compact style also stops at the first sentence")
         parser.add_argument("--context-tokens", dest="context_tokens", type=int, default=DEFAULT_CONTEXT_TOKENS,
                             help="the generator reads the retrieved sentences most similar to the question, up to "
@@ -202,9 +202,11 @@ class EmbeddingOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: Any) -> None:
         parser.add_argument("--embedding-model", dest="embedding_model", default=None,
                             help="sentence-transformers model (default all-MiniLM-L6-v2, packaged offline copy)")
-        parser.add_argument("--embedding-backend", dest="embedding_backend", default="torch",
+        parser.add_argument("--embedding-backend", dest="embedding_backend", default=None,
                             choices=EMBEDDING_BACKENDS,
-                            help="inference backend for embeddings (default torch)")
+                            help="inference backend for embeddings. ingest: onnx-int8 for a new index or a "
+                                 "rebuild (about twice torch's speed), an upsert keeps the live version's; "
+                                 "query: the index's own")
         parser.add_argument("--embedding-batch-size", dest="embedding_batch_size", type=int, default=32)
 
 

@@ -168,7 +168,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Quer
     if plan.generator is not None:
         assert plan.prompt is not None
         prompts = rows | "BuildPrompt" >> beam.ParDo(
-            BuildPromptFn(plan.generator, plan.prompt, plan.context, plan.embedding)).with_outputs(
+            BuildPromptFn(plan.generator, plan.prompt, plan.context, plan.embedding, plan.policy)).with_outputs(
             CONTEXT, ABSTAINED, main="prompts")
         handler = KeyedGeneratorHandler(generator_handler or GeneratorModelHandler(plan.generator))
         answers, failed = prompts.prompts | "Generate" >> RunInference(handler).with_exception_handling()
@@ -216,6 +216,7 @@ def run(argv: Sequence[str] | None = None, generator_handler: GeneratorHandler |
         "questions_answered": answered,
         "questions_dead_lettered": dead,
         "tokens_generated": counters.get("tokens_generated", 0),
+        "abstained_before_generation": counters.get("abstained_before_generation", 0),
         "retrieval_latency_ms": counters.get("retrieval_latency_ms"),
         "generation_latency_ms": counters.get("generation_latency_ms"),
         "reconciled": read == answered + dead,

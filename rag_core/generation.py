@@ -39,6 +39,7 @@ from rag_core.smollm2 import SMOLLM2_HUB_ID, is_smollm2, packaged_tokenizer, res
 from rag_core.validation import check_int, check_optional_int, check_positive_int, is_number
 
 __all__ = [
+    "DEFAULT_MAX_NEW_TOKENS",
     "DEFAULT_GENERATOR",
     "GeneratedText",
     "GeneratorBackend",
@@ -55,6 +56,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_GENERATOR = SMOLLM2_HUB_ID
+# One compact answer sentence fits (90% of SmolLM2 answers on SQuAD 2.0 dev questions are under
+# 25 words); on 48 dev prompts 48 -> 32 cut generate 61.2 s -> 54.2 s at the same F1 (0.332 / 0.333):
+# a batch decodes until its longest row stops, and the rows that run past 32 tokens rarely answer.
+DEFAULT_MAX_NEW_TOKENS = 32
 LOAD_LOG_ENV = "BEAM_RAG_LOAD_LOG"
 METRICS_NAMESPACE = "beam_rag.generation"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -194,7 +199,7 @@ class GeneratorConfig:
     model: str = DEFAULT_GENERATOR
     device: str = "cpu"
     dtype: str = "float32"
-    max_new_tokens: int = 48
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     large_model: bool = True
     model_copies: int = 1
     batch_size: int = 8

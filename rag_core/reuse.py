@@ -25,7 +25,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from rag_core.embeddings.compatibility import COMPARABLE_KEYS
+from rag_core.embeddings.compatibility import COMPARABLE_KEYS, quantization_of
 from rag_core.filters import escape_tag_value
 from rag_core.retry import RetriesExhaustedError, RetryPolicy, call_with_retries
 from rag_core.sinks import METRICS_NAMESPACE
@@ -78,6 +78,9 @@ def plan_reuse(live: Mapping[str, Any] | None, described: Mapping[str, Any], *, 
     for key in REUSE_KEYS:
         if key in live and key in described and live[key] != described[key]:
             return None, f"embedding {key} changed ({live[key]!r} -> {described[key]!r}): every chunk embedded"
+    if "quantization" in described and quantization_of(live) != described["quantization"]:
+        return None, (f"embedding quantization changed ({quantization_of(live)!r} -> {described['quantization']!r}): "
+                      "every chunk embedded")
     if not live.get("model") or not live.get("dimension"):
         return None, "the live version does not record its embedding settings: every chunk embedded"
     return ReuseSource(index=index, prefix=prefix, dimension=int(live["dimension"])), ""

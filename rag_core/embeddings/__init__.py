@@ -7,13 +7,13 @@ step) and the questions at query time (:func:`load_sentence_transformer` plus
 index stores so the two sides can be checked against each other.
 
 Modules: ``models`` (names, the packaged model), ``config`` (the config and its
-backends), ``threads``, ``onnx_export`` (the cached ONNX export), ``onnx_model`` (the
+backends), ``threads``, ``onnx_export`` (the cached ONNX export), ``row_quantization`` (its int8 graph), ``onnx_model`` (the
 ONNX Runtime module), ``loading`` (load and embed in process), ``transform`` (Beam), ``compatibility``
 (which vectors may be searched against which: the one rule).
 """
 
 from rag_core.embeddings.compatibility import check_comparable, describe, for_index, is_comparable
-from rag_core.embeddings.config import BACKENDS, EmbeddingBackend, EmbeddingConfig
+from rag_core.embeddings.config import BACKENDS, DEFAULT_BUILD_BACKEND, EmbeddingBackend, EmbeddingConfig
 from rag_core.embeddings.loading import embed_texts, embedding_dimension, load_sentence_transformer
 from rag_core.embeddings.models import (
     DEFAULT_EMBEDDING_MODEL, canonical_model_name, packaged_model_path, resolve_embedding_model,
@@ -25,6 +25,7 @@ from rag_core.embeddings.transform import SentenceTransformerHandler, embedding_
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_BUILD_BACKEND",
     "DEFAULT_EMBEDDING_MODEL",
     "EmbeddingBackend",
     "EmbeddingConfig",

@@ -22,9 +22,10 @@ from typing import Any, Mapping
 from rag_core.embeddings.config import EmbeddingConfig
 from rag_core.embeddings.loading import embedding_dimension
 from rag_core.embeddings.models import canonical_model_name
+from rag_core.embeddings.row_quantization import SCHEME
 from rag_core.errors import ModelMismatchError
 
-__all__ = ["COMPARABLE_KEYS", "check_comparable", "describe", "for_index", "is_comparable"]
+__all__ = ["COMPARABLE_KEYS", "check_comparable", "describe", "for_index", "is_comparable", "quantization_of"]
 
 COMPARABLE_KEYS = ("model", "dimension", "backend_family")
 
@@ -39,7 +40,22 @@ def describe(config: EmbeddingConfig) -> dict[str, Any]:
         "normalize": config.normalize,
         "max_seq_length": config.max_seq_length,
         "distance_metric": "cosine",
+        # How int8 vectors were computed: an index built before per-token scales (which
+        # records none) holds slightly different int8 vectors, so builds do not reuse them.
+        "quantization": SCHEME if config.backend_family == "int8" else "none",
     }
+
+
+def quantization_of(description: Mapping[str, Any]) -> str:
+    """The ``quantization`` an index's vectors were built with; indexes from before the key
+    was recorded: ``"none"`` for fp32, ``"int8-per-batch"`` for int8 (one scale per batch).
+
+    >>> quantization_of({"backend_family": "int8"}), quantization_of({"backend_family": "fp32"})
+    ('int8-per-batch', 'none')
+    """
+    if "quantization" in description:
+        return str(description["quantization"])
+    return "int8-per-batch" if description.get("backend_family") == "int8" else "none"
 
 
 def is_comparable(stored: Mapping[str, Any], described: Mapping[str, Any]) -> bool:

@@ -164,7 +164,8 @@ def test_the_query_bar_moves_while_answers_are_generated(build_index, facts, red
     progress.configure(progress.Verbosity.NORMAL)
     try:
         summary = query.run(["--input", str(questions), "--output", str(tmp_path / "a.jsonl"), "--index", name,
-                             "--redis-url", redis_url, "--min-score", "-1", "--no-large-model"],
+                             "--redis-url", redis_url, "--min-score", "-1", "--abstain-below", "0",  # every one generated
+                             "--no-large-model"],
                             generator_handler=SlowStubGenerator(str(seen)))
     finally:
         progress.configure(None)

@@ -203,4 +203,19 @@ def test_upsert_refuses_a_different_model(facts, tmp_path, redis_url, index_name
     path = write_jsonl(tmp_path / "docs.jsonl", facts[:1])
     run_ingest(redis_url, index_name, path)
     with pytest.raises(ModelMismatchError, match="backend"):
-        run_ingest(redis_url, index_name, path, "--mode", "upsert", "--embedding-backend", "onnx-int8")
+        run_ingest(redis_url, index_name, path, "--mode", "upsert", "--embedding-backend", "torch")
+
+
+def test_the_build_default_is_int8_and_an_upsert_keeps_the_live_backend(facts, tmp_path, redis_client, redis_url,
+                                                                       index_name):
+    first = write_jsonl(tmp_path / "first.jsonl", facts[:1])
+    run_ingest(redis_url, index_name, first)
+    assert IndexCatalog(redis_client, index_name).current().embedding["backend"] == "onnx-int8"
+    run_ingest(redis_url, index_name, first, "--embedding-backend", "torch")  # a rebuild may change it
+    # an index built with torch (before int8 became the default, or by choice) takes upserts
+    # without naming its backend again
+    more = write_jsonl(tmp_path / "more.jsonl", facts[1:2])
+    summary = run_ingest(redis_url, index_name, more, "--mode", "upsert")
+    record = IndexCatalog(redis_client, index_name).current()
+    assert record.embedding["backend"] == "torch" and summary["documents_indexed"] == 1
+    assert record.chunks == 2  # both documents are served

@@ -66,6 +66,8 @@ class TestAnswering:
             "{not json",
             {"id": "zorb", "question": "Second question with an id already used"},
             {"id": "badfilter", "question": "What makes iron rust?", "filter": {"colour": "red"}},
+            # two names the sources never mention: no answer could clear --abstain-below, so none is generated
+            {"id": "napoleon", "question": "When did Napoleon and Wellington visit the capital of Zorbania?"},
         ])
         output = tmp_path / "out" / "answers.jsonl"
         # Any Beam flag passes through the CLI to the pipeline.
@@ -73,16 +75,17 @@ class TestAnswering:
                                       "--redis-url", redis_url, "--direct_num_workers", "1", *FAST], capsys)
         assert code == 0, err
         assert summary is not None
-        assert summary["questions_read"] == 9
-        assert summary["questions_answered"] == 3 and summary["questions_dead_lettered"] == 6
+        assert summary["questions_read"] == 10
+        assert summary["questions_answered"] == 4 and summary["questions_dead_lettered"] == 6
+        assert summary["abstained_before_generation"] == 1
         assert summary["reconciled"] is True
         assert summary["index"] == record.index and summary["tokens_generated"] > 0
-        assert summary["retrieval_latency_ms"]["count"] == 3
+        assert summary["retrieval_latency_ms"]["count"] == 4
 
         assert sorted(p.name for p in output.parent.iterdir()) == ["answers.jsonl",
                                                                     "answers.jsonl.dead-letter.jsonl"]
         rows = {r["id"]: r for r in read_jsonl(output)}
-        assert set(rows) == {"zorb", "cup", "tides"}
+        assert set(rows) == {"zorb", "cup", "tides", "napoleon"}
         for row in rows.values():
             assert list(row) == ["id", "question", "answer", "sources", "model", "index", "answer_generated", "answer_span", "confidence"]
             assert row["index"] == record.index and row["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -98,6 +101,9 @@ class TestAnswering:
         assert set(zorb["sources"][0]) == {"chunk_id", "doc_id", "title", "score", "text", "cited"}
         assert "Quillport" in zorb["sources"][0]["text"] and zorb["sources"][0]["score"] > 0.5
         assert rows["cup"]["answer"] == "I don't know" and rows["cup"]["sources"] == []
+        napoleon = rows["napoleon"]
+        assert napoleon["answer"] == "I don't know" and napoleon["answer_generated"] is None
+        assert napoleon["sources"][0]["doc_id"] == "zorb" and napoleon["confidence"] < 0.5  # what it judged stays
         assert [s["doc_id"] for s in rows["tides"]["sources"]] == ["tides"]  # the filter held
         assert rows["tides"]["answer"]
 
@@ -187,7 +193,7 @@ class TestRefusals:
     @pytest.mark.parametrize("flags, match", [
         (["--embedding-model", "sentence-transformers/all-mpnet-base-v2"],
          "built with embedding model 'sentence-transformers/all-MiniLM-L6-v2'.*all-mpnet-base-v2"),
-        (["--embedding-backend", "onnx-int8"], "built with embedding backend_family 'fp32'.*'int8'"),
+        (["--embedding-backend", "torch"], "built with embedding backend_family 'int8'.*'fp32'"),
     ])
     def test_model_mismatch_is_refused_before_anything_runs(self, tmp_path, redis_url, alias, capsys,
                                                             flags: list[str], match: str) -> None:
@@ -202,8 +208,9 @@ class TestRefusals:
         assert not output.exists()
 
     def test_same_model_under_another_name_and_same_family_backend_are_accepted(self, record) -> None:
-        config = for_index(record.embedding, record.index, model="all-MiniLM-L6-v2", backend="onnx")
-        assert config.backend == "onnx" and config.backend_family == "fp32"
+        assert record.embedding["backend"] == "onnx-int8"  # the build default
+        config = for_index(record.embedding, record.index, model="all-MiniLM-L6-v2", backend="onnx-int8")
+        assert config.backend == "onnx-int8" and config.backend_family == "int8"
 
     def test_unknown_index_and_missing_flags(self, tmp_path, redis_url) -> None:
         questions = write_lines(tmp_path / "q.jsonl", [{"id": "a", "question": "tides?"}])

@@ -107,7 +107,7 @@ def test_abstain_is_the_exact_phrase() -> None:
 
 # --------------------------------------------------------------------------- grounding and abstention
 
-from rag_core.answers import confidence, finish_answer  # noqa: E402
+from rag_core.answers import confidence, confidence_ceiling, finish_answer, settled_before_generation  # noqa: E402
 from rag_core.context import ContextSentence  # noqa: E402
 from rag_core.generation import GeneratedText  # noqa: E402
 
@@ -194,6 +194,25 @@ class TestConfidence:
     def test_missing_signals_are_neutral_and_bounded(self) -> None:
         assert 0.0 < confidence(None, None, 0.0) < 1.0
         assert confidence(0.5, float("-inf"), 0.0) == confidence(0.5, None, 0.0)
+
+    def test_the_ceiling_bounds_every_answer_the_generator_could_give(self) -> None:
+        for sim in (None, 0.1, 0.45, 0.7, 0.95):
+            for missing in (0, 1, 3):
+                ceiling = confidence_ceiling(sim, missing)
+                for logprob in (None, float("-inf"), -5.0, -0.7, -0.01, 0.0):
+                    for grounding in (0.0, 0.4, 1.0):
+                        assert confidence(sim, logprob, grounding, missing) <= ceiling
+
+    def test_a_question_no_answer_could_clear_is_settled_before_generation(self) -> None:
+        hopeless = _row("When did Napoleon visit the Tower?", similarity=0.3)  # weak match, a name never mentioned
+        settled = settled_before_generation(hopeless, AnswerPolicy())
+        assert settled is not None and settled.answer == ABSTAIN and settled.answer_generated is None
+        assert settled.confidence == round(confidence_ceiling(0.3, 1), 4) < AnswerPolicy().abstain_below
+        assert settled.sources == hopeless.sources  # what the decision read stays visible
+        # the same question is generated for when the policy never abstains, or when it could pass
+        assert settled_before_generation(hopeless, NEVER) is None
+        assert settled_before_generation(hopeless, None) is None
+        assert settled_before_generation(_row("When was the Eiffel Tower completed?", similarity=0.8), AnswerPolicy()) is None
 
     @pytest.mark.parametrize("kwargs", [{"min_grounding": 1.5}, {"abstain_below": -0.1}])
     def test_invalid_policy(self, kwargs: dict) -> None:

@@ -85,7 +85,9 @@ class TestEmbeddingConfig:
         assert described == {
             "model": DEFAULT_EMBEDDING_MODEL, "backend": "onnx-int8", "backend_family": "int8",
             "dimension": 384, "normalize": True, "max_seq_length": 256, "distance_metric": "cosine",
+            "quantization": "int8-per-token",
         }
+        assert describe(EmbeddingConfig(backend="onnx"))["quantization"] == "none"
         assert json.loads(json.dumps(described)) == described
 
     def test_from_description_round_trips_and_takes_runtime_overrides(self) -> None:

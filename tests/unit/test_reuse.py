@@ -26,6 +26,17 @@ def test_any_vector_changing_setting_turns_reuse_off(key, value):
     assert source is None and note.startswith(f"embedding {key} changed") and "every chunk embedded" in note
 
 
+def test_int8_vectors_of_the_per_batch_scheme_are_not_reused():
+    int8 = dict(LIVE, backend="onnx-int8", backend_family="int8")
+    now = dict(int8, quantization="int8-per-token")
+    source, note = plan_reuse(int8, now, index="kb__v1", prefix="p:")  # built before the key was recorded
+    assert source is None and note == ("embedding quantization changed ('int8-per-batch' -> 'int8-per-token'): "
+                                       "every chunk embedded")
+    assert plan_reuse(now, now, index="kb__v1", prefix="p:")[0] is not None
+    fp32 = dict(LIVE, quantization="none")  # an fp32 index from before the key: reused as ever
+    assert plan_reuse(LIVE, fp32, index="kb__v1", prefix="p:")[0] is not None
+
+
 def test_no_live_version_or_no_record_means_no_reuse():
     assert plan_reuse(None, LIVE)[0] is None
     source, note = plan_reuse({}, LIVE)
