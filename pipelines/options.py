@@ -205,7 +205,7 @@ class EmbeddingOptions(PipelineOptions):
         parser.add_argument("--embedding-backend", dest="embedding_backend", default=None,
                             choices=EMBEDDING_BACKENDS,
                             help="inference backend for embeddings. ingest: onnx-int8 for a new index or a "
-                                 "rebuild (about twice torch's speed), an upsert keeps the live version's; "
+                                 "rebuild (1.3-1.4x torch's speed), an upsert keeps the live version's; "
                                  "query: the index's own")
         parser.add_argument("--embedding-batch-size", dest="embedding_batch_size", type=int, default=32)
 

@@ -40,7 +40,7 @@ _LOG = logging.getLogger(__name__)
 
 # Stored vectors are reused only when every one of these agrees (both sides have it):
 # the comparability rule plus what changes the exact vector of a chunk.
-REUSE_KEYS: tuple[str, ...] = (*COMPARABLE_KEYS, "normalize", "max_seq_length")
+REUSE_KEYS: tuple[str, ...] = (*COMPARABLE_KEYS, "normalize", "max_seq_length", "quantization")
 REUSED = "reused"  # the tagged output of chunks whose vectors were copied
 LOOKUP_RETRY = RetryPolicy(max_retries=3, backoff_s=0.2, max_backoff_s=2.0)
 
@@ -75,12 +75,11 @@ def plan_reuse(live: Mapping[str, Any] | None, described: Mapping[str, Any], *, 
         return None, "--no-reuse: every chunk embedded"
     if live is None:
         return None, "no live version to reuse from: every chunk embedded"
+    if "backend_family" in live:  # a record from before "quantization" was kept: what it then was
+        live = {**live, "quantization": quantization_of(live)}
     for key in REUSE_KEYS:
         if key in live and key in described and live[key] != described[key]:
             return None, f"embedding {key} changed ({live[key]!r} -> {described[key]!r}): every chunk embedded"
-    if "quantization" in described and quantization_of(live) != described["quantization"]:
-        return None, (f"embedding quantization changed ({quantization_of(live)!r} -> {described['quantization']!r}): "
-                      "every chunk embedded")
     if not live.get("model") or not live.get("dimension"):
         return None, "the live version does not record its embedding settings: every chunk embedded"
     return ReuseSource(index=index, prefix=prefix, dimension=int(live["dimension"])), ""

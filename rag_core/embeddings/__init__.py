@@ -7,9 +7,10 @@ step) and the questions at query time (:func:`load_sentence_transformer` plus
 index stores so the two sides can be checked against each other.
 
 Modules: ``models`` (names, the packaged model), ``config`` (the config and its
-backends), ``threads``, ``onnx_export`` (the cached ONNX export), ``row_quantization`` (its int8 graph), ``onnx_model`` (the
-ONNX Runtime module), ``loading`` (load and embed in process), ``transform`` (Beam), ``compatibility``
-(which vectors may be searched against which: the one rule).
+backends), ``threads``, ``onnx_export`` (the cached ONNX export), ``row_quantization``
+(its int8 graph), ``onnx_model`` (the ONNX Runtime module), ``loading`` (load and embed
+in process), ``transform`` (Beam), ``compatibility`` (which vectors may be searched
+against which: the one rule).
 """
 
 from rag_core.embeddings.compatibility import check_comparable, describe, for_index, is_comparable
