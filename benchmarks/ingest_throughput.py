@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines import ingest  # noqa: E402
-from rag_core.chunking import Chunker, ChunkingConfig, hf_token_spans  # noqa: E402
+from rag_core.chunking import Chunker, ChunkingConfig, load_token_spans  # noqa: E402
 from rag_core.embeddings import EmbeddingConfig, embed_texts, load_sentence_transformer  # noqa: E402
 from rag_core.evaluation.scifact import corpus_jsonl_rows, load_scifact  # noqa: E402
 from rag_core.store.catalog import IndexCatalog  # noqa: E402
@@ -83,10 +83,8 @@ def main() -> None:
             "summary": summary,
         }
         if not args.skip_ceiling:
-            from transformers import AutoTokenizer
-
             model = load_sentence_transformer(config)
-            chunker = Chunker(hf_token_spans(AutoTokenizer.from_pretrained(config.resolved_model)),
+            chunker = Chunker(load_token_spans(config.resolved_model),
                               ChunkingConfig(max_chunks=args.max_chunks_per_doc or None))
             texts = [c.content.text for r in rows for c in chunker(Document(id=r["id"], text=r["text"],
                                                                              title=r["title"]))]

@@ -176,7 +176,7 @@ class IndexCatalog:
             if time.monotonic() > deadline:
                 return num_docs
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.25)  # a build waits for this: poll finely
 
     def publish(self, version: str, written: int, documents: int, metadata_fields: dict[str, FieldKind],
                 max_shrink: float = 0.5, keep_versions: int = 1, timeout_s: float = 600.0,

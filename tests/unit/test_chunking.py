@@ -105,3 +105,34 @@ class TestChunker:
     def test_invalid_config(self, kwargs):
         with pytest.raises(ConfigError):
             ChunkingConfig(**kwargs)
+
+
+class TestTokenizers:
+    TEXTS = ["Crème brûlée, naïve café — déjà vu.", "Ｆｕｌｌｗｉｄｔｈ and 中文字符 mixed with emoji 🙂 here.",
+             "  leading and trailing  \n\n whitespace\t runs  ", "antidisestablishmentarianism's hyper-parameters (e.g. 3.5%)",
+             "", "IL-6/STAT3 signalling in CD4+ T-cells: p<0.05, n=1,024."]
+
+    def test_the_tokenizer_file_gives_exactly_the_autotokenizer_spans(self):
+        from transformers import AutoTokenizer
+
+        from rag_core.chunking import hf_token_spans, load_token_spans
+        from rag_core.embeddings import resolve_embedding_model
+
+        path = resolve_embedding_model("sentence-transformers/all-MiniLM-L6-v2")
+        fast, auto = load_token_spans(path), hf_token_spans(AutoTokenizer.from_pretrained(path))
+        assert fast(self.TEXTS) == auto(self.TEXTS)
+        assert fast([]) == [] and len(fast([" ".join(["word"] * 600)])[0]) == 600  # never truncated
+
+    def test_a_folder_without_a_tokenizer_file_goes_through_autotokenizer(self, tmp_path):
+        import shutil
+
+        from transformers import AutoTokenizer
+
+        from rag_core.chunking import hf_token_spans, load_token_spans
+        from rag_core.embeddings import resolve_embedding_model
+
+        path = resolve_embedding_model("sentence-transformers/all-MiniLM-L6-v2")
+        for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "config.json"):
+            shutil.copy(f"{path}/{name}", tmp_path / name)
+        assert not (tmp_path / "tokenizer.json").exists()
+        assert load_token_spans(str(tmp_path))(self.TEXTS) == hf_token_spans(AutoTokenizer.from_pretrained(path))(self.TEXTS)

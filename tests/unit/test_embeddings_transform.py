@@ -26,6 +26,16 @@ class TestBeamWiring:
         assert clone.config == handler.config and clone.workers == 2
         assert repr(handler) == f"SentenceTransformerHandler(model={DEFAULT_EMBEDDING_MODEL!r}, backend='torch')"
 
+    def test_the_model_loads_at_the_first_batch_not_at_setup(self) -> None:
+        handler = SentenceTransformerHandler(EmbeddingConfig(batch_size=4))
+        model = handler.load_model()  # what RunInference calls in setup
+        assert not model.loaded
+        vectors = handler.run_inference(["a first chunk", "a second one"], model)
+        assert model.loaded and vectors.shape == (2, 384)
+        loaded = model.model()
+        handler.run_inference(["again"], model)
+        assert model.model() is loaded  # loaded once
+
     def test_transform_is_built_without_loading_anything(self) -> None:
         transform = embedding_transform(EmbeddingConfig(backend="onnx-int8"))
         assert isinstance(transform, beam.PTransform)
