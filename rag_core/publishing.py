@@ -75,7 +75,7 @@ class PublishFn(beam.DoFn):
             else:
                 record = catalog.get(version)
                 assert record is not None
-                catalog.ensure_index(record, summary.metadata_fields)
+                catalog.ensure_index(record, summary.metadata_fields, (record.chunks or 0) + summary.chunks)
                 deleted = self._delete_missing(client, record.prefix, input_ids, dead_letters, lease)
                 result = catalog.record_upsert(version, summary.documents)
                 result["documents_deleted"] = deleted

@@ -135,13 +135,19 @@ class IndexCatalog:
     def _save(self, record: VersionRecord) -> None:
         self.client.hset(self._key, record.version, record.to_json())
 
-    def ensure_index(self, record: VersionRecord, metadata_fields: dict[str, FieldKind]) -> VersionRecord:
-        """Create the version's FT index, or add newly seen metadata fields to it."""
+    def ensure_index(self, record: VersionRecord, metadata_fields: dict[str, FieldKind],
+                     chunks: int = 0) -> VersionRecord:
+        """Create the version's FT index, or add newly seen metadata fields to it.
+
+        ``chunks``: how many the version holds, which decides ``--index-type auto``
+        (:meth:`~rag_core.store.schema.VectorIndexSpec.for_size`); the record keeps the
+        resolved type.
+        """
         from redisvl.index import SearchIndex
         from redisvl.schema import IndexSchema
 
         layout = IndexLayout(self.alias, record.version)
-        spec = record.vector_spec()
+        spec = record.vector_spec().for_size(chunks)
         merged = merge_field_kinds(spec.metadata_fields, metadata_fields)
         new_spec = replace(spec, metadata_fields=merged)
         fields = len(schema_dict(layout, new_spec)["fields"])
@@ -196,7 +202,7 @@ class IndexCatalog:
                 raise PublishRefusedError(
                     f"Refusing to publish an empty build of {self.alias!r}: no chunks were written "
                     "(check the input path and the dead-letter output)")
-            record = self.ensure_index(record, metadata_fields)
+            record = self.ensure_index(record, metadata_fields, written)
             searchable = self.wait_indexed(record.index, written, timeout_s)
             if searchable != written:
                 raise PublishRefusedError(

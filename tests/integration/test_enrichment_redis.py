@@ -43,13 +43,14 @@ def _filler(i: int) -> str:
 
 @pytest.fixture(scope="module")
 def alias(build_index: Any, facts: list[dict[str, Any]]) -> str:
-    """The shared facts, plus one document per hostile tag value and per hostile id."""
+    """The shared facts, plus one document per hostile tag value and per hostile id, in an
+    HNSW index (the default ``auto`` would make a build this small FLAT) so searches send EF_RUNTIME."""
     rows: list[dict[str, Any]] = list(facts)
     rows += [{"id": f"h{i}", "title": f"Hostile {i}", "text": _filler(i), "metadata": {"label": v, "rank": i}}
              for i, v in enumerate(HOSTILE)]
     rows += [{"id": d, "title": "Odd id", "text": f"A document with an unusual id {n}."}
              for n, d in enumerate(HOSTILE_DOC_IDS)]
-    return build_index(f"t_enrich_{int(time.time() * 1000) % 10**9}", rows)
+    return build_index(f"t_enrich_{int(time.time() * 1000) % 10**9}", rows, "--index-type", "hnsw")
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +144,7 @@ class TestRetrieval:
     def test_ef_runtime_and_no_text(self, redis_conn, alias, embedder) -> None:
         params = VectorSearchParameters(alias, top_k=2, ef_runtime=64, return_text=False)
         with RedisVectorSearchHandler(redis_conn, params) as tuned:
+            assert tuned.index_info.algorithm == "hnsw" and tuned.index_info.ef_runtime_for(params) == 64
             hits = hits_of(tuned, question(embedder, "What causes ocean tides?"))
         assert hits[0]["doc_id"] == "tides" and hits[0]["text"] is None
 

@@ -219,3 +219,35 @@ def test_the_build_default_is_int8_and_an_upsert_keeps_the_live_backend(facts, t
     record = IndexCatalog(redis_client, index_name).current()
     assert record.embedding["backend"] == "torch" and summary["documents_indexed"] == 1
     assert record.chunks == 2  # both documents are served
+
+
+def _vector_algorithm(client: Any, index: str) -> str:
+    attributes = client.ft(index).info()["attributes"]
+    vector = [a for a in attributes if b"VECTOR" in a or "VECTOR" in a][0]
+    flat = [x.decode() if isinstance(x, bytes) else str(x) for x in vector]
+    return flat[flat.index("algorithm") + 1]
+
+
+def test_the_default_index_type_is_flat_for_a_small_build_and_hnsw_above_the_limit(
+        facts, tmp_path, redis_url, redis_client, index_name, embedder, monkeypatch):
+    from rag_core.store import schema
+
+    docs = write_jsonl(tmp_path / "docs.jsonl", facts)
+    run_ingest(redis_url, index_name, docs)
+    record = IndexCatalog(redis_client, index_name).current()
+    assert record.spec["algorithm"] == "flat" and _vector_algorithm(redis_client, record.index) == "FLAT"
+    assert nearest_doc(redis_client, index_name, "What is the capital city of Zorbania?", embedder) == "zorb"
+
+    monkeypatch.setattr(schema, "FLAT_MAX_CHUNKS", 3)  # 4 chunks: above it
+    run_ingest(redis_url, index_name, docs)
+    record = IndexCatalog(redis_client, index_name).current()
+    assert record.spec["algorithm"] == "hnsw" and _vector_algorithm(redis_client, record.index) == "HNSW"
+    assert nearest_doc(redis_client, index_name, "How do bees tell others where flowers are?", embedder) == "bees"
+
+    monkeypatch.setattr(schema, "FLAT_MAX_CHUNKS", 10**6)  # an upsert keeps the live index as it is
+    more = write_jsonl(tmp_path / "more.jsonl", [dict(facts[0], id="zorb-2")])
+    run_ingest(redis_url, index_name, more, "--mode", "upsert")
+    after = IndexCatalog(redis_client, index_name).current()
+    assert after.index == record.index and after.spec["algorithm"] == "hnsw" and after.chunks == 5
+    run_ingest(redis_url, index_name, docs, "--index-type", "hnsw")  # named explicitly: kept at any size
+    assert IndexCatalog(redis_client, index_name).current().spec["algorithm"] == "hnsw"

@@ -6,7 +6,8 @@ import pytest
 from redisvl.schema import IndexSchema
 
 from rag_core.errors import ConfigError
-from rag_core.store.schema import IndexLayout, VectorIndexSpec, new_version_id, schema_dict, validate_index_name
+from rag_core.store.schema import (FLAT_MAX_CHUNKS, IndexLayout, VectorIndexSpec, new_version_id, schema_dict,
+                                   validate_index_name)
 
 
 @pytest.mark.parametrize("name", ["my index", "a{b}", "", "1abc", "a*", "a:b", "x" * 65, "a__b", "é"])
@@ -43,6 +44,19 @@ def test_spec_validation():
         VectorIndexSpec(0)
     with pytest.raises(ConfigError):
         VectorIndexSpec(4, algorithm="ivf")
+
+
+def test_auto_resolves_by_size_and_is_never_sent_to_redis_unresolved():
+    auto = VectorIndexSpec(384, algorithm="auto", hnsw_m=8, metadata_fields={"lang": "tag"})
+    assert auto.for_size(FLAT_MAX_CHUNKS).algorithm == "flat"
+    big = auto.for_size(FLAT_MAX_CHUNKS + 1)
+    assert big.algorithm == "hnsw" and big.hnsw_m == 8 and big.metadata_fields == {"lang": "tag"}
+    assert VectorIndexSpec(384, algorithm="flat").for_size(10**7).algorithm == "flat"
+    layout = IndexLayout("docs", new_version_id())
+    with pytest.raises(ConfigError, match="resolve"):
+        schema_dict(layout, auto)
+    vector = [f for f in schema_dict(layout, big)["fields"] if f["name"] == "embedding"][0]["attrs"]
+    assert vector["algorithm"] == "hnsw" and vector["m"] == 8
 
 
 class TestNames:
