@@ -148,11 +148,11 @@ class VectorIndexSpec:
             if kind not in ("tag", "numeric"):
                 raise ConfigError(f"metadata field kind must be tag or numeric, got {kind!r}")
 
-
     def for_size(self, chunks: int) -> "VectorIndexSpec":
         """The spec an index of ``chunks`` chunks is created with: ``auto`` resolved.
 
-        >>> VectorIndexSpec(384, "auto").for_size(9_938).algorithm, VectorIndexSpec(384, "auto").for_size(10**6).algorithm
+        >>> auto = VectorIndexSpec(384, "auto")
+        >>> auto.for_size(9_938).algorithm, auto.for_size(10**6).algorithm
         ('flat', 'hnsw')
         >>> VectorIndexSpec(384, "hnsw").for_size(10).algorithm
         'hnsw'
