@@ -398,5 +398,13 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: l
         return EXIT_ERROR
 
 
+def console_main() -> int:
+    """The ``beam-rag`` command: :func:`main`, with torch imported only if the command uses it."""
+    from pipelines.deferred_imports import defer_import
+
+    defer_import("torch")  # Beam's RunInference modules import it at import time (~2 s)
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

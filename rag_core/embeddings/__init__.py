@@ -20,7 +20,6 @@ from rag_core.embeddings.models import (
     DEFAULT_EMBEDDING_MODEL, canonical_model_name, packaged_model_path, resolve_embedding_model,
 )
 from rag_core.embeddings.onnx_export import OnnxExport, ensure_onnx_export
-from rag_core.embeddings.onnx_model import OnnxTransformerModel
 from rag_core.embeddings.threads import available_cpus, default_threads
 from rag_core.embeddings.transform import SentenceTransformerHandler, embedding_transform
 
@@ -48,3 +47,12 @@ __all__ = [
     "packaged_model_path",
     "resolve_embedding_model",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # OnnxTransformerModel subclasses torch.nn.Module: import it (and torch) on first use only.
+    if name == "OnnxTransformerModel":
+        from rag_core.embeddings.onnx_model import OnnxTransformerModel
+
+        return OnnxTransformerModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

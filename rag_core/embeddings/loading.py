@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch  # already imported by Beam's ModelHandler module
 
 from rag_core.embeddings.config import EmbeddingBackend, EmbeddingConfig
 from rag_core.embeddings.models import dimension_from_folder
 from rag_core.embeddings.onnx_export import ensure_onnx_export
-from rag_core.embeddings.onnx_model import OnnxTransformerModel
 from rag_core.embeddings.threads import default_threads
 from rag_core.errors import ModelNotAvailableError
 
@@ -41,9 +39,13 @@ def load_sentence_transformer(config: EmbeddingConfig, *, workers: int = 1) -> S
     threads = config.threads or default_threads(workers)
     path = config.resolved_model
     if config.backend is EmbeddingBackend.TORCH:
+        import torch
+
         torch.set_num_threads(threads)
         model = _load_model(config, path, device=None)
     else:
+        from rag_core.embeddings.onnx_model import OnnxTransformerModel  # an nn.Module: imports torch
+
         export = ensure_onnx_export(config)
         model = _load_model(config, path, device="cpu")
         transformer: Any = model[0]  # sentence-transformers Transformer module

@@ -14,6 +14,7 @@ concurrent workers never see or write a partial export, and later loads reuse it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import numpy as np
-import torch  # already imported by Beam's ModelHandler module
+import torch  # Beam's ModelHandler module imports it; the CLI defers it (pipelines.deferred_imports)
 
 from rag_core.embeddings.models import canonical_model_name, resolve_embedding_model
 from rag_core.embeddings.row_quantization import quantize_rows
@@ -148,7 +149,7 @@ def _export_onnx(source: Path, destination: Path) -> None:
     names = [name for name in _TRANSFORMER_INPUTS if name in sample and name in accepted]
     # eval() on the wrapper itself: the exporter restores the wrapper's mode afterwards,
     # and a fresh Module is in training mode (dropout on).
-    wrapper = _ExportWrapper(model, names).eval()
+    wrapper = _export_wrapper()(model, names).eval()
     args = tuple(sample[name] for name in names)
     with torch.no_grad():
         reference = wrapper(*args).numpy()
@@ -187,13 +188,19 @@ def _export_onnx(source: Path, destination: Path) -> None:
     (destination / _EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-class _ExportWrapper(torch.nn.Module):
-    """Positional inputs in, last hidden state out: the signature the exporter traces."""
+@functools.cache
+def _export_wrapper() -> type:
+    """The export wrapper class, defined on first use: reading ``torch.nn`` at import would import torch."""
 
-    def __init__(self, model: Any, names: Sequence[str]) -> None:
-        super().__init__()
-        self.model = model
-        self.names = list(names)
+    class ExportWrapper(torch.nn.Module):
+        """Positional inputs in, last hidden state out: the signature the exporter traces."""
 
-    def forward(self, *inputs: Any) -> Any:
-        return self.model(**dict(zip(self.names, inputs)), return_dict=True).last_hidden_state
+        def __init__(self, model: Any, names: Sequence[str]) -> None:
+            super().__init__()
+            self.model = model
+            self.names = list(names)
+
+        def forward(self, *inputs: Any) -> Any:
+            return self.model(**dict(zip(self.names, inputs)), return_dict=True).last_hidden_state
+
+    return ExportWrapper
