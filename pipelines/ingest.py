@@ -161,11 +161,15 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Inge
         ChunkFn(resolve_embedding_model(plan.embedding.model), plan.chunking)).with_outputs(
             DEAD_LETTER, main="chunks")
     looked_up = chunked.chunks | "Reuse" >> LookUpStoredVectors(plan.connection, plan.reuse)
-    embedded = ((looked_up.misses | "Embed" >> embedding_transform(plan.embedding), looked_up[REUSED])
-                | "Vectors" >> beam.Flatten())
     writer = RedisVectorWriterConfig(connection=plan.connection, key_prefix=plan.layout.prefix,
                                      mode=plan.mode.value, batch_size=opts.write_batch_size,
                                      retry=WRITE_RETRY.with_max_retries(opts.write_max_retries))
+    # One writer per branch, each fused with what feeds it: a Flatten before a single writer
+    # is a stage boundary on the DirectRunner, which held every embedded chunk in memory and
+    # wrote nothing until the last one was embedded.
+    written = ((looked_up.misses | "Embed" >> embedding_transform(plan.embedding)
+                | "Write" >> writer.create_write_transform()),
+               looked_up[REUSED] | "WriteReused" >> writer.create_write_transform())
     side: dict[str, Any] = {}
     if opts.delete_missing and plan.mode is BuildMode.UPSERT:
         # Duplicates are no unknown input (their id is kept); a record that failed to read or chunk is.
@@ -173,8 +177,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, plan: Inge
         side["dead_letters"] = beam.pvalue.AsSingleton(
             (read[DEAD_LETTER], chunked[DEAD_LETTER]) | "UnknownInput" >> beam.Flatten()
             | "CountUnknown" >> beam.combiners.Count.Globally())
-    (embedded
-     | "Write" >> writer.create_write_transform()
+    (written
+     | "Written" >> beam.Flatten()
      | "Total" >> beam.CombineGlobally(MergeSummaries())
      | "Publish" >> beam.ParDo(PublishFn(plan.connection, plan.layout, plan.mode is BuildMode.REBUILD,
                                          opts.max_shrink, opts.keep_versions, opts.publish_timeout,

@@ -251,3 +251,33 @@ def test_the_default_index_type_is_flat_for_a_small_build_and_hnsw_above_the_lim
     assert after.index == record.index and after.spec["algorithm"] == "hnsw" and after.chunks == 5
     run_ingest(redis_url, index_name, docs, "--index-type", "hnsw")  # named explicitly: kept at any size
     assert IndexCatalog(redis_client, index_name).current().spec["algorithm"] == "hnsw"
+
+
+def test_each_writer_is_fused_with_its_producer_so_writes_stream_while_embedding(facts, tmp_path, redis_url,
+                                                                                  index_name):
+    """No Flatten between the embedding (or the reuse lookup) and a writer: on the DirectRunner a Flatten
+    before the writer is a stage boundary, so a full build held every embedded chunk in memory and wrote
+    (and showed "chunks written=0") until the last chunk was embedded."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from tests.integration.test_security import planned
+
+    options = PipelineOptions(["--input", str(write_jsonl(tmp_path / "docs.jsonl", facts)), "--index", index_name,
+                               "--redis-url", redis_url])
+    pipeline = beam.Pipeline(options=options)
+    ingest.build_pipeline(pipeline, options, planned(options))
+    transforms = pipeline.to_runner_api().components.transforms
+    leaves = {tid: t for tid, t in transforms.items() if not t.subtransforms}
+    producer = {pc: tid for tid, t in leaves.items() for pc in t.outputs.values()}
+    writers = [tid for tid, t in leaves.items() if t.unique_name.endswith("/WriteToRedis")]
+    assert len(writers) == 2
+    fed_by = set()
+    for writer in writers:
+        step = writer
+        while leaves[step].unique_name.split("/")[0] not in ("Embed", "Reuse"):
+            assert leaves[step].spec.urn != "beam:transform:flatten:v1", leaves[step].unique_name
+            (pc,) = leaves[step].inputs.values()
+            step = producer[pc]
+        fed_by.add(leaves[step].unique_name.split("/")[0])
+    assert fed_by == {"Embed", "Reuse"}
