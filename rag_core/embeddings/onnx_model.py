@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch  # already imported by Beam's ModelHandler module
+import torch  # an nn.Module: imported only when an ONNX model loads (see rag_core.embeddings.loading)
 
 from rag_core.embeddings.onnx_export import ONNX_OUTPUT
 
