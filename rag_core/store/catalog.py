@@ -18,7 +18,8 @@ from typing import Any
 from rag_core.errors import IndexNotFoundError, PublishRefusedError
 from rag_core.store.info import index_status
 from rag_core.store.schema import (
-    KEY_ROOT, MAX_INDEX_FIELDS, TAG_SEPARATOR, FieldKind, IndexLayout, VectorIndexSpec, catalog_key,
+    KEY_ROOT, MAX_INDEX_FIELDS, TAG_SEPARATOR, VERSION_PATTERN, FieldKind, IndexLayout, VectorIndexSpec,
+    catalog_key,
     merge_field_kinds, metadata_field, schema_dict, validate_index_name,
 )
 
@@ -243,21 +244,38 @@ class IndexCatalog:
 
     # -- maintenance ---------------------------------------------------------
     def prune(self, keep_versions: int, current: str, lease: Any = None) -> list[str]:
-        """Drop ready versions beyond ``keep_versions`` older ones, and abandoned builds
-        that started before ``current`` (only while ``lease``, if given, is still held)."""
+        """Drop ready versions beyond ``keep_versions`` older ones, abandoned builds that
+        started before ``current``, and the keys of older versions the catalog has no
+        record of (only while ``lease``, if given, is still held)."""
         dropped: list[str] = []
         older_ready = [r for r in self.versions() if r.state == "ready" and r.version < current]
         keep = {r.version for r in older_ready[-keep_versions:]} if keep_versions > 0 else set()
-        for r in self.versions():
-            if r.version == current or r.version in keep:
-                continue
-            if r.state == "ready" or r.version < current:
-                if lease is not None and not lease.held():
-                    _LOG.warning("Build lease of %s lost: not pruning %s", self.alias, r.version)
-                    break
-                self.drop_version(r.version)
-                dropped.append(r.version)
+        doomed = [r.version for r in self.versions()
+                  if r.version != current and r.version not in keep and (r.state == "ready" or r.version < current)]
+        doomed += [v for v in self.unrecorded_versions() if v < current]
+        for version in doomed:
+            if lease is not None and not lease.held():
+                _LOG.warning("Build lease of %s lost: not pruning %s", self.alias, version)
+                break
+            self.drop_version(version)
+            dropped.append(version)
         return dropped
+
+    def unrecorded_versions(self) -> list[str]:
+        """Versions that have keys under this knowledge base's prefix but no catalog record.
+
+        Every build records itself before it writes, so these are leftovers (a record
+        deleted by hand, a catalog restored from an older backup): found by SCAN of
+        ``beamrag:<alias>:v…:`` so that pruning and ``index drop`` remove them too.
+        """
+        root = f"{KEY_ROOT}:{self.alias}:"
+        recorded = {r.version for r in self.versions()}
+        found: set[str] = set()
+        for raw in self.client.scan_iter(match=root + "v*", count=1000):
+            version, sep, _ = _s(raw)[len(root):].partition(":")
+            if sep and VERSION_PATTERN.fullmatch(version) and version not in recorded:
+                found.add(version)
+        return sorted(found)
 
     def drop_version(self, version: str) -> None:
         """Drop a version's FT index and every key under its prefix (batched UNLINK)."""
@@ -290,15 +308,15 @@ class IndexCatalog:
 
     def drop(self) -> dict[str, Any]:
         """Remove the alias and every version of this knowledge base."""
-        versions = self.versions()
+        versions = [r.version for r in self.versions()] + self.unrecorded_versions()
         if index_status(self.client, self.alias) is not None:
             self.client.ft(self.alias).aliasdel(self.alias)
-        for r in versions:
-            self.drop_version(r.version)
+        for version in versions:
+            self.drop_version(version)
         self.client.delete(self._key)
         if not versions:
             raise IndexNotFoundError(f"Index {self.alias!r} does not exist")
-        return {"alias": self.alias, "dropped": [r.version for r in versions]}
+        return {"alias": self.alias, "dropped": versions}
 
 
 def drop_knowledge_base(connection: Any, alias: str) -> None:

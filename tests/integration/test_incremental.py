@@ -146,3 +146,31 @@ def test_upsert_delete_missing_removes_what_the_input_no_longer_has(facts, tmp_p
     assert cli.main(["ingest", "--input", str(kept_path), "--index", index_name, "--redis-url", redis_url,
                      "--delete-missing"]) == cli.EXIT_ERROR
     assert "--delete-missing is for --mode upsert" in capsys.readouterr().err
+
+
+def test_keys_of_a_version_the_catalog_has_no_record_of_are_pruned_at_publish_and_dropped_with_the_index(
+        facts, tmp_path, redis_url, redis_client, index_name):
+    """Keys of abandoned builds are found by prefix (SCAN), not only through the catalog's records."""
+    path = write_jsonl(tmp_path / "docs.jsonl", facts)
+    build(redis_url, index_name, path)
+    stray = f"beamrag:{index_name}:v20000101t000000000000:"
+    newer_name = f"beamrag:{index_name}:v29990101t000000000000:a#0"  # newer than the build: not its to prune
+    others = [f"beamrag:{index_name}x:v20000101t000000000000:z#0",  # another knowledge base
+              f"beamrag:{index_name}:notaversion:z#0"]
+    for key in [stray + "a#0", stray + "b#0", newer_name, *others]:
+        redis_client.hset(key, mapping={"text": "left over"})
+    catalog = IndexCatalog(redis_client, index_name)
+    assert catalog.unrecorded_versions() == ["v20000101t000000000000", "v29990101t000000000000"]
+
+    summary = build(redis_url, index_name, path)
+    assert summary["chunks_reused"] == len(facts)
+    assert not redis_client.exists(stray + "a#0", stray + "b#0")
+    assert redis_client.exists(newer_name, *others) == 3
+    assert catalog.unrecorded_versions() == ["v29990101t000000000000"]
+
+    redis_client.hset(stray + "a#0", mapping={"text": "left over again"})
+    dropped = catalog.drop()["dropped"]
+    assert {"v20000101t000000000000", "v29990101t000000000000"} <= set(dropped)
+    assert list(redis_client.scan_iter(match=f"beamrag:{index_name}:v*", count=1000)) == []
+    assert redis_client.exists(*others) == 2
+    redis_client.delete(*others)
