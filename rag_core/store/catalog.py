@@ -19,8 +19,7 @@ from rag_core.errors import IndexNotFoundError, PublishRefusedError
 from rag_core.store.info import index_status
 from rag_core.store.schema import (
     KEY_ROOT, MAX_INDEX_FIELDS, TAG_SEPARATOR, VERSION_PATTERN, FieldKind, IndexLayout, VectorIndexSpec,
-    catalog_key,
-    merge_field_kinds, metadata_field, schema_dict, validate_index_name,
+    catalog_key, merge_field_kinds, metadata_field, schema_dict, validate_index_name,
 )
 
 _LOG = logging.getLogger(__name__)
@@ -248,11 +247,12 @@ class IndexCatalog:
         started before ``current``, and the keys of older versions the catalog has no
         record of (only while ``lease``, if given, is still held)."""
         dropped: list[str] = []
-        older_ready = [r for r in self.versions() if r.state == "ready" and r.version < current]
+        records = self.versions()
+        older_ready = [r for r in records if r.state == "ready" and r.version < current]
         keep = {r.version for r in older_ready[-keep_versions:]} if keep_versions > 0 else set()
-        doomed = [r.version for r in self.versions()
+        doomed = [r.version for r in records
                   if r.version != current and r.version not in keep and (r.state == "ready" or r.version < current)]
-        doomed += [v for v in self.unrecorded_versions() if v < current]
+        doomed += [v for v in self.unrecorded_versions(records) if v < current]
         for version in doomed:
             if lease is not None and not lease.held():
                 _LOG.warning("Build lease of %s lost: not pruning %s", self.alias, version)
@@ -261,15 +261,16 @@ class IndexCatalog:
             dropped.append(version)
         return dropped
 
-    def unrecorded_versions(self) -> list[str]:
+    def unrecorded_versions(self, records: list[VersionRecord] | None = None) -> list[str]:
         """Versions that have keys under this knowledge base's prefix but no catalog record.
 
         Every build records itself before it writes, so these are leftovers (a record
         deleted by hand, a catalog restored from an older backup): found by SCAN of
         ``beamrag:<alias>:v…:`` so that pruning and ``index drop`` remove them too.
+        ``records``: the catalog's records when the caller has just read them.
         """
         root = f"{KEY_ROOT}:{self.alias}:"
-        recorded = {r.version for r in self.versions()}
+        recorded = {r.version for r in (self.versions() if records is None else records)}
         found: set[str] = set()
         for raw in self.client.scan_iter(match=root + "v*", count=1000):
             version, sep, _ = _s(raw)[len(root):].partition(":")
@@ -308,7 +309,8 @@ class IndexCatalog:
 
     def drop(self) -> dict[str, Any]:
         """Remove the alias and every version of this knowledge base."""
-        versions = [r.version for r in self.versions()] + self.unrecorded_versions()
+        records = self.versions()
+        versions = [r.version for r in records] + self.unrecorded_versions(records)
         if index_status(self.client, self.alias) is not None:
             self.client.ft(self.alias).aliasdel(self.alias)
         for version in versions:
