@@ -188,8 +188,24 @@ class TestConfidence:
         assert confidence(0.5, -1.0, 1.0) > base
 
     def test_a_question_name_the_sources_never_mention_lowers_it(self) -> None:
-        assert confidence(0.8, -0.3, 1.0, missing=1) < confidence(0.8, -0.3, 1.0) - 0.2
+        assert confidence(0.8, -0.3, 1.0, missing=1) < confidence(0.8, -0.3, 1.0) - 0.1
         assert confidence(0.8, -0.3, 1.0, missing=2) < confidence(0.8, -0.3, 1.0, missing=1)
+
+    def test_a_negated_question_answered_from_a_sentence_without_negation_lowers_it(self) -> None:
+        assert confidence(0.8, -0.3, 1.0, negated=True) < confidence(0.8, -0.3, 1.0) - 0.2
+
+    def test_the_negation_is_checked_against_the_sentence_the_answer_came_from(self) -> None:
+        tower = ContextSentence(0, 0, TOWER.index(" It"), TOWER[:TOWER.index(" It")])
+        mars = ContextSentence(1, 0, MARS.index(" Its"), MARS[:MARS.index(" Its")])
+        negated = "Which city is the Eiffel Tower not in?"
+        generated = GeneratedText("The Eiffel Tower is in Paris.", -0.3)
+        plain = finish_answer(_row("Which city is the Eiffel Tower in?", (tower, mars)), generated, NEVER)
+        done = finish_answer(_row(negated, (tower, mars)), generated, NEVER)
+        assert done.answer_span == plain.answer_span and done.confidence < plain.confidence - 0.2
+        says_not = "The Eiffel Tower is not in Lyon."
+        other = finish_answer(_row(negated, (ContextSentence(0, 0, len(says_not), says_not), mars)),
+                              GeneratedText("Lyon", -0.3), NEVER)
+        assert other.answer == "Lyon" and other.confidence > done.confidence + 0.2  # its sentence negates too
 
     def test_missing_signals_are_neutral_and_bounded(self) -> None:
         assert 0.0 < confidence(None, None, 0.0) < 1.0
@@ -201,7 +217,8 @@ class TestConfidence:
                 ceiling = confidence_ceiling(sim, missing)
                 for logprob in (None, float("-inf"), -5.0, -0.7, -0.01, 0.0):
                     for grounding in (0.0, 0.4, 1.0):
-                        assert confidence(sim, logprob, grounding, missing) <= ceiling
+                        for negated in (False, True):
+                            assert confidence(sim, logprob, grounding, missing, negated) <= ceiling
 
     def test_a_question_no_answer_could_clear_is_settled_before_generation(self) -> None:
         hopeless = _row("When did Napoleon visit the Tower?", similarity=0.3)  # weak match, a name never mentioned

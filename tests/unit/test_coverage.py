@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag_core.coverage import missing_names, question_names
+from rag_core.coverage import missing_names, question_names, unmatched_negation
 
 
 @pytest.mark.parametrize("question, names", [
@@ -28,3 +28,21 @@ def test_no_texts_or_no_names() -> None:
     assert missing_names("Who founded the Bank?", []) == 1
     assert missing_names("who founded it?", ["nothing"]) == 0
     assert missing_names("Who founded the Bank?", [None]) == 1  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("question, evidence, unmatched", [
+    ("What did the Netherlands not let America use?", ["The Netherlands let America use its bases."], True),
+    ("Which country didn't sign the treaty?", ["Italy signed the treaty."], True),  # "n't" inside a word
+    ("Which country didn\u2019t sign?", ["Italy signed."], True),  # curly apostrophe
+    ("Who never ruled Warsaw?", ["The king ruled Warsaw."], True),
+    ("Which country did not sign the treaty?", ["Britain did not sign the treaty."], False),
+    ("Which country did not sign the treaty?", ["Italy signed, Britain never did."], False),
+    ("What was built without nails?", ["The roof was built without nails."], False),  # no negated question
+    ("Which rule has no exception?", ["The first rule has none."], False),
+    ("Why did the reform never come into force?", ["It cannot come into force."], False),
+    ("Who signed the treaty?", ["Italy signed the treaty."], False),
+    ("Is Nothingham a city?", ["Nottingham is a city."], False),  # words, not substrings
+    ("Which river does not flow north?", ["The Nile flows north.", "Its delta knows no frost."], False),  # any of them
+])
+def test_unmatched_negation(question: str, evidence: list[str], unmatched: bool) -> None:
+    assert unmatched_negation(question, evidence) is unmatched
