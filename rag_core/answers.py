@@ -244,26 +244,26 @@ def finish_answer(row: AnswerRow, generated: str, policy: AnswerPolicy = AnswerP
         return replace(row, answer=ABSTAIN, answer_generated=ABSTAIN,
                        confidence=round(confidence(row.retrieval_similarity, mean_logprob, 0.0, missing), 4))
     trimmed = trim_answer(text, stop_at_sentence=policy.stop_at_sentence) or text
-    answer, span, grounding, read_from = trimmed, None, 0.0, None
     if row.context:
         pieces = [(c.source, c.start, c.text) for c in row.context]
     else:
         pieces = [(i, 0, s.text or "") for i, s in enumerate(row.sources)]
+    texts = [p[2] for p in pieces]
+    answer, span, grounding, evidence = trimmed, None, 0.0, texts
     if policy.ground:
-        found = snap_to_span(trimmed, [p[2] for p in pieces], row.question)
+        found = snap_to_span(trimmed, texts, row.question)
         if found is not None:
             grounding = found.score
             if found.score >= policy.min_grounding:
                 source, offset, _ = pieces[found.passage_index]
                 answer, span = found.text, AnswerSpan(source, offset + found.start, offset + found.end)
-                read_from = found.passage_index
-    typed = best_candidate(row.question, [p[2] for p in pieces], trimmed) if policy.ground and policy.extract else None
+                evidence = [texts[found.passage_index]]
+    typed = best_candidate(row.question, texts, trimmed) if policy.ground and policy.extract else None
     if typed is not None:
         source, offset, _ = pieces[typed.sentence]
         answer, span = typed.text, AnswerSpan(source, offset + typed.start, offset + typed.end)
-        read_from = typed.sentence
-    evidence = [p[2] for p in pieces] if read_from is None else [pieces[read_from][2]]
-    negated = unmatched_negation(row.question, evidence)
+        evidence = [texts[typed.sentence]]
+    negated = unmatched_negation(row.question, evidence)  # against the sentence the answer came from
     score = confidence(row.retrieval_similarity, mean_logprob, grounding, missing, negated)
     if score < policy.abstain_below:
         answer, span = ABSTAIN, None

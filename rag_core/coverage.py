@@ -38,10 +38,11 @@ __all__ = ["missing_names", "question_names", "unmatched_negation"]
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
 # What negates a question ("did not", "never", "didn't", "no longer"), and what an answer's
-# sentence may say it with (also "without", "neither ... nor", "cannot", "none").
-_QUESTION_NEGATION = re.compile(r"\b(?:not|never|no)\b|n['\u2019]t\b", re.IGNORECASE)
-_NEGATION = re.compile(r"\b(?:not|never|no|none|neither|nor|without|cannot|nobody|nothing|nowhere)\b|n['\u2019]t\b",
-                       re.IGNORECASE)
+# sentence may say it with: those, or "without", "neither ... nor", "cannot", "none".
+_QUESTION_NEGATORS = "not|never|no"
+_QUESTION_NEGATION = re.compile(rf"\b(?:{_QUESTION_NEGATORS})\b|n['\u2019]t\b", re.IGNORECASE)
+_NEGATION = re.compile(rf"\b(?:{_QUESTION_NEGATORS}|none|neither|nor|without|cannot|nobody|nothing|nowhere)\b"
+                       r"|n['\u2019]t\b", re.IGNORECASE)
 
 
 def question_names(question: str) -> set[str]:
